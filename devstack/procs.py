@@ -1,0 +1,125 @@
+"""Start, watch and stop the local stack's processes (on free loopback ports, logs in files)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Final
+
+import httpx
+
+REPO: Final = Path(__file__).resolve().parent.parent
+CACHE: Final = Path(os.environ.get("TL_CACHE_DIR", REPO / ".cache"))
+VENV_BIN: Final = Path(sys.executable).parent
+
+
+class StackError(RuntimeError):
+    """A local server did not start; the message points at its log."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(interval_s)
+    raise StackError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1.0).status_code == httpx.codes.OK
+    except httpx.HTTPError:
+        return False
+
+
+class Process:
+    """One child process with its output in ``<workdir>/<name>.log``."""
+
+    def __init__(self, name: str, argv: Sequence[str], workdir: Path, env: Mapping[str, str] | None = None) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.workdir = workdir
+        self.env = dict(os.environ if env is None else env)
+        self.log_path = workdir / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            self.argv, cwd=self.workdir, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise StackError(f"{self.name} is not running")
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def check_alive(self) -> None:
+        if not self.alive():
+            raise StackError(f"{self.name} exited; see {self.log_path}:\n{self.tail()}")
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        self.signal(signal.SIGKILL)
+        self.wait(10)
+
+    def stop(self, timeout_s: float = 10) -> int | None:
+        """SIGTERM, then SIGKILL if it is still there after ``timeout_s``; returns the exit code."""
+        if self.proc is None:
+            return None
+        self.signal(signal.SIGTERM)
+        try:
+            return self.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return self.proc.returncode
+        finally:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+
+    def wait(self, timeout_s: float) -> int | None:
+        return None if self.proc is None else self.proc.wait(timeout_s)
+
+
+def venv_tool(name: str) -> str:
+    """A console script installed beside the running interpreter (the project's venv)."""
+    path = VENV_BIN / name
+    return str(path) if path.exists() else name

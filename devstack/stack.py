@@ -1,0 +1,194 @@
+"""The whole local stack in one object: Redis, local AWS, a model server and node agents.
+
+Tests, the benchmark and ``make demo`` all build on this, so what the demo shows is what the tests prove.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import boto3
+import redis
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from devstack.procs import Process, StackError, free_port, http_ok, venv_tool, wait_until
+from devstack.servers import AWS_REGION, LlamaServer, MotoServer, RedisServer
+from jobqueue import contract
+from jobqueue.contract import Job
+from jobqueue.queue import JobQueue
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_s3 import S3Client
+
+BUCKET: Final = "tinyllama-data-replies"
+NODE_TAG: Final = {"Key": "env", "Value": "tinyllama"}
+
+
+class StandInServer(Process):
+    """The fixed-latency stand-in backend (``devstack.standin``) as a separate process."""
+
+    def __init__(self, workdir: Path, latency_s: float, chunks: int = 8) -> None:
+        self.port = free_port()
+        argv = [sys.executable, "-m", "devstack.standin", "--port", str(self.port), "--latency", str(latency_s),
+                "--chunks", str(chunks)]  # fmt: skip
+        super().__init__(f"standin-{self.port}", argv, workdir, env={**os.environ, "PYTHONPATH": _pythonpath()})
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        super().start()
+        wait_until(lambda: self.alive() and http_ok(f"{self.url}/health"), 20, "stand-in backend")
+
+    def stats(self) -> dict[str, Any]:
+        import httpx  # noqa: PLC0415
+
+        return dict(httpx.get(f"{self.url}/stats", timeout=5).json())
+
+
+def _pythonpath() -> str:
+    repo = str(Path(__file__).resolve().parent.parent)
+    return os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH", "")) if p)
+
+
+class Stack:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.redis = RedisServer(workdir / "redis")
+        self.moto = MotoServer(workdir / "moto")
+        self.agents: list[Process] = []
+        self.instance_id = ""
+
+    # ------------------------------------------------------------ start and stop
+
+    def start(self) -> Stack:
+        self.redis.start()
+        self.moto.start()
+        self.prepare_aws()
+        return self
+
+    def prepare_aws(self) -> None:
+        """The reply bucket and a running node instance tagged env=tinyllama, as the AWS stack would have."""
+        self.s3().create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": AWS_REGION})
+        ec2 = self.ec2()
+        image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+        made = ec2.run_instances(
+            ImageId=image,
+            InstanceType="t3.small",
+            MinCount=1,
+            MaxCount=1,
+            TagSpecifications=[{"ResourceType": "instance", "Tags": [NODE_TAG]}],
+        )
+        self.instance_id = made["Instances"][0]["InstanceId"]
+
+    def stop(self) -> None:
+        for agent in self.agents:
+            agent.stop()
+        self.moto.stop()
+        self.redis.stop()
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------ clients
+
+    def _aws_kwargs(self) -> dict[str, Any]:
+        env = self.moto.aws_env()
+        return {
+            "endpoint_url": env["AWS_ENDPOINT_URL"],
+            "region_name": AWS_REGION,
+            "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
+            "config": Config(retries={"mode": "standard", "max_attempts": 2}),
+        }
+
+    def s3(self) -> S3Client:
+        return boto3.client("s3", **self._aws_kwargs())
+
+    def ec2(self) -> EC2Client:
+        return boto3.client("ec2", **self._aws_kwargs())
+
+    def queue(self) -> JobQueue:
+        return JobQueue(redis.Redis.from_url(self.redis.url))
+
+    # ------------------------------------------------------------ agents
+
+    def agent_env(self, backend_url: str, **overrides: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TL_", "AWS_"))}
+        env.update(self.moto.aws_env())
+        env.update(
+            {
+                "PYTHONPATH": _pythonpath(),
+                "TL_REDIS_URL": self.redis.url,
+                "TL_BACKEND_URL": backend_url,
+                "TL_REPLY_BUCKET": BUCKET,
+                "TL_INSTANCE_ID": self.instance_id,
+                "TL_STOP_MODE": "dry-run",
+                "TL_METRICS_PORT": str(free_port()),
+                "TL_LOG_LEVEL": "INFO",
+            }
+        )
+        env.update(overrides)
+        return env
+
+    def start_agent(self, backend_url: str, *, wait: bool = True, **overrides: str) -> Process:
+        """Run ``tl-node-agent`` as its own process, as supervisor does on the node."""
+        name = f"agent-{len(self.agents)}"
+        agent = Process(name, [venv_tool("tl-node-agent")], self.workdir / "agents", self.agent_env(backend_url, **overrides))
+        agent.start()
+        self.agents.append(agent)
+        if wait:
+            self.wait_agent_ready(agent)
+        return agent
+
+    def wait_agent_ready(self, agent: Process, timeout_s: float = 30) -> None:
+        def ready() -> bool:
+            agent.check_alive()
+            return "agent ready" in agent.log_path.read_text(errors="replace")
+
+        wait_until(ready, timeout_s, f"{agent.name} to report ready")
+
+    # ------------------------------------------------------------ jobs and replies
+
+    def submit(self, prompt: str, **fields: Any) -> Job:
+        job = contract.new_job(prompt, fields.pop("owner", "demo-user"), **fields)
+        self.queue().enqueue(job)
+        return job
+
+    def reply(self, job_id: str) -> dict[str, Any] | None:
+        try:
+            body = self.s3().get_object(Bucket=BUCKET, Key=contract.reply_object_key(job_id))["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "NoSuchKey":
+                return None
+            raise
+        return dict(json.loads(body))
+
+    def wait_reply(self, job_id: str, timeout_s: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            found = self.reply(job_id)
+            if found is not None:
+                return found
+            time.sleep(0.1)
+        raise StackError(f"no reply for job {job_id} after {timeout_s:.0f} s")
+
+    def reply_versions(self, job_id: str) -> int:
+        """How many objects were ever written for this reply (the bucket is unversioned, so: 0 or 1)."""
+        listed = self.s3().list_objects_v2(Bucket=BUCKET, Prefix=contract.reply_object_key(job_id))
+        return int(listed.get("KeyCount", 0))
+
+
+def llama(workdir: Path) -> LlamaServer:
+    return LlamaServer(workdir / "llama")

@@ -1,0 +1,272 @@
+"""The queue's operations, for a synchronous client (the router) and an asyncio one (the agent).
+
+Why Redis Streams with a consumer group, not lists with LMOVE
+-------------------------------------------------------------
+Both give at-least-once delivery. With lists, the "processing" list is a copy of the job that the agent must
+remove itself, and a visibility timeout needs a side structure (a sorted set of deadlines) that every claim and
+every sweep must keep in step with the list by hand, in Lua. A stream with a consumer group already keeps, per
+entry, who holds it, since when (idle time) and how often it was delivered: the pending entries list. On top of it
+
+* a claim is XREADGROUP; a dead agent's entries come back through XAUTOCLAIM once they have been idle for the
+  claim timeout, with no extra bookkeeping;
+* a live agent keeps its claims fresh with XCLAIM ... JUSTID (resets the idle time, counts no delivery);
+* a retry with back-off, or a hand-back at shutdown, is XCLAIM ... IDLE: the entry becomes due for the sweep
+  after exactly the back-off, without a second queue or a timer;
+* XLEN counts queued plus in-flight jobs (entries are deleted when settled), which is what the idle check needs.
+
+Each job is one ``job:<id>`` string with a TTL (300 s while queued) and one stream entry that names it. An entry
+whose job key has gone is an expired job: the agent still claims it and writes an ``expired`` reply, so no job is
+ever dropped without a reply. The reply in S3 is written with ``If-None-Match: *``: whatever the number of
+attempts, the first final reply stands and is the only one.
+
+Every multi-key change is one Lua script, so a crash between two Redis calls cannot half-apply it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Final, Literal
+
+import redis
+import redis.asyncio
+
+from jobqueue import contract
+from jobqueue.contract import Job
+
+SCRIPT_NAMES: Final = ("enqueue", "begin", "finish", "release", "refresh")
+
+
+def script_source(name: str) -> str:
+    """The text of one Lua script, as shipped in the package (also usable with ``redis-cli --eval``)."""
+    return resources.files("jobqueue").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+
+
+class EnqueueError(Exception):
+    """Redis refused a job. ``code`` is BADKEY, BADJOB, QUEUEFULL or DUPLICATE."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _enqueue_error(exc: redis.ResponseError) -> EnqueueError:
+    code, _, message = str(exc).partition(" ")
+    return EnqueueError(code, message or code)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One claimed queue entry: the stream entry id and the job id it names."""
+
+    entry_id: str
+    job_id: str
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What ``begin`` decided about a claimed entry."""
+
+    kind: Literal["finished", "expired", "run", "exhausted"]
+    raw: str = ""
+    number: int = 0
+    last_error: str = ""
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _attempt(result: list[Any]) -> Attempt:
+    kind = _text(result[0])
+    if kind in ("finished", "expired"):
+        return Attempt(kind)  # type: ignore[arg-type]
+    return Attempt(kind, _text(result[1]), int(result[2]), _text(result[3]))  # type: ignore[arg-type]
+
+
+def _stream_messages(reply: Any) -> list[Any]:
+    """Messages of the one stream read by XREADGROUP, in the RESP2 (list) or RESP3 (map) shape."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):
+        return list(next(iter(reply.values()))[0])
+    return list(reply[0][1])
+
+
+def _entries(messages: list[Any]) -> list[Entry]:
+    entries = []
+    for entry_id, fields in messages:
+        if fields is None:  # entry deleted while pending; nothing to run
+            continue
+        job_id = fields.get(b"id") or fields.get("id") or b""
+        entries.append(Entry(_text(entry_id), _text(job_id)))
+    return entries
+
+
+def result_payload(status: str, finished_at: float, error: str | None) -> str:
+    return json.dumps({"status": status, "finished_at": finished_at, "error": error})
+
+
+def dead_letter_payload(job_id: str, reason: str, raw: str, at: float) -> str:
+    return json.dumps({"id": job_id, "reason": reason, "at": at, "job": raw})
+
+
+def _enqueue_call(job: Job) -> tuple[list[str], list[Any]]:
+    return [contract.job_key(job["id"]), contract.QUEUE_STREAM], [
+        contract.encode(job),
+        contract.JOB_TTL_S,
+        contract.MAX_QUEUE_LENGTH,
+    ]
+
+
+def _per_job_keys(job_id: str) -> list[str]:
+    return [
+        contract.QUEUE_STREAM,
+        contract.job_key(job_id),
+        contract.attempts_key(job_id),
+        contract.result_key(job_id),
+    ]
+
+
+class JobQueue:
+    """Synchronous side, for the router: enqueue and read what the agent published."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+        self._enqueue = client.register_script(script_source("enqueue"))
+
+    def enqueue(self, job: Job) -> str:
+        """Store and queue a job atomically; returns the stream entry id."""
+        keys, args = _enqueue_call(job)
+        try:
+            return _text(self._enqueue(keys=keys, args=args))
+        except redis.ResponseError as exc:
+            raise _enqueue_error(exc) from None
+
+    def depth(self) -> int:
+        return int(self.redis.xlen(contract.QUEUE_STREAM))
+
+    def heartbeat(self) -> dict[str, Any] | None:
+        raw = self.redis.get(contract.HEARTBEAT)
+        return None if raw is None else dict(json.loads(raw))
+
+    def result(self, job_id: str) -> dict[str, Any] | None:
+        raw = self.redis.get(contract.result_key(job_id))
+        return None if raw is None else dict(json.loads(raw))
+
+
+class AsyncJobQueue:
+    """The agent's side: claim, run, settle, release."""
+
+    def __init__(self, client: redis.asyncio.Redis, consumer: str) -> None:
+        self.redis = client
+        self.consumer = consumer
+        self._scripts = {name: client.register_script(script_source(name)) for name in SCRIPT_NAMES}
+
+    async def ensure_group(self) -> None:
+        """Create the consumer group (reading from the start, so jobs queued before it are not skipped)."""
+        try:
+            await self.redis.xgroup_create(contract.QUEUE_STREAM, contract.CONSUMER_GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def enqueue(self, job: Job) -> str:
+        keys, args = _enqueue_call(job)
+        try:
+            return _text(await self._scripts["enqueue"](keys=keys, args=args))
+        except redis.ResponseError as exc:
+            raise _enqueue_error(exc) from None
+
+    async def own_pending(self, count: int) -> list[Entry]:
+        """Entries this consumer name still holds from an earlier run of the agent (after a crash)."""
+        reply = await self.redis.xreadgroup(
+            contract.CONSUMER_GROUP, self.consumer, {contract.QUEUE_STREAM: "0"}, count=count
+        )
+        return _entries(_stream_messages(reply))
+
+    async def claim_new(self, count: int, block_ms: int) -> list[Entry]:
+        reply = await self.redis.xreadgroup(
+            contract.CONSUMER_GROUP, self.consumer, {contract.QUEUE_STREAM: ">"}, count=count, block=block_ms
+        )
+        return _entries(_stream_messages(reply))
+
+    async def reclaim(self, count: int, min_idle_ms: int) -> list[Entry]:
+        """Take over entries that have been idle for ``min_idle_ms``: their agent died or released them."""
+        reply = await self.redis.xautoclaim(
+            contract.QUEUE_STREAM, contract.CONSUMER_GROUP, self.consumer, min_idle_ms, "0-0", count=count
+        )
+        return _entries(reply[1])
+
+    async def begin(self, entry: Entry, max_attempts: int) -> Attempt:
+        result = await self._scripts["begin"](
+            keys=_per_job_keys(entry.job_id),
+            args=[contract.CONSUMER_GROUP, entry.entry_id, max_attempts, contract.CLAIMED_TTL_S],
+        )
+        return _attempt(result)
+
+    async def finish(self, entry: Entry, status: str, finished_at: float, error: str | None, raw: str) -> None:
+        dead = ""
+        if status != "done":
+            dead = dead_letter_payload(entry.job_id, error or status, raw, finished_at)
+        await self._scripts["finish"](
+            keys=[*_per_job_keys(entry.job_id), contract.DEAD_LETTERS],
+            args=[
+                contract.CONSUMER_GROUP,
+                entry.entry_id,
+                result_payload(status, finished_at, error),
+                contract.RESULT_TTL_S,
+                dead,
+                contract.DEAD_LETTER_LENGTH,
+            ],
+        )
+
+    async def release(self, entry: Entry, idle_ms: int, error: str, *, refund: bool) -> None:
+        """Give a claimed entry back; due again after the claim timeout minus ``idle_ms``.
+
+        ``refund`` takes back the attempt that ``begin`` counted (a hand-back at shutdown is no failure).
+        """
+        await self._scripts["release"](
+            keys=[contract.QUEUE_STREAM, contract.attempts_key(entry.job_id)],
+            args=[
+                contract.CONSUMER_GROUP,
+                self.consumer,
+                entry.entry_id,
+                max(idle_ms, 0),
+                error,
+                "1" if refund else "0",
+            ],
+        )
+
+    async def refresh(self, entries: list[Entry]) -> set[str]:
+        """Keep claims alive; returns the entry ids another consumer has taken over."""
+        if not entries:
+            return set()
+        lost = await self._scripts["refresh"](
+            keys=[contract.QUEUE_STREAM, *(contract.job_key(e.job_id) for e in entries)],
+            args=[
+                contract.CONSUMER_GROUP,
+                self.consumer,
+                contract.CLAIMED_TTL_S,
+                *(e.entry_id for e in entries),
+            ],
+        )
+        return {_text(x) for x in lost}
+
+    async def depth(self) -> int:
+        return int(await self.redis.xlen(contract.QUEUE_STREAM))
+
+    async def publish_heartbeat(self, payload: dict[str, Any], ttl_s: int) -> None:
+        await self.redis.set(contract.HEARTBEAT, json.dumps(payload), ex=ttl_s)
+
+    async def clear_heartbeat(self) -> None:
+        await self.redis.delete(contract.HEARTBEAT)
+
+    async def append_partial(self, job_id: str, fields: dict[str, str]) -> None:
+        """Append to the live stream ``reply:<id>`` that a client can follow while the job runs."""
+        key = contract.reply_stream_key(job_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(key, fields)  # type: ignore[arg-type]
+            pipe.expire(key, contract.REPLY_STREAM_TTL_S)
+            await pipe.execute()

@@ -1,0 +1,93 @@
+"""``tl-node-agent``: read the settings, build the parts, run the agent until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import boto3
+import redis.asyncio
+from botocore.config import Config
+
+from jobqueue.queue import AsyncJobQueue
+from node_agent import logs
+from node_agent.agent import Agent
+from node_agent.backend import Backend
+from node_agent.instance import Identity, InstanceError, Stopper, imds_identity
+from node_agent.metrics import CloudWatchPublisher, Metrics
+from node_agent.replies import ReplyStore
+from node_agent.settings import Settings, SettingsError
+
+log = logging.getLogger("node_agent")
+
+
+async def identify(settings: Settings) -> Identity:
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if settings.instance_id:
+        return Identity(settings.instance_id, region)
+    try:
+        found = await imds_identity()
+    except InstanceError:
+        if settings.stop_mode != "dry-run":
+            raise
+        name = f"local-{socket.gethostname()}"
+        log.warning("no instance metadata; dry run continues as a local node", extra={"instance_id": name})
+        return Identity(name, region)
+    return Identity(found.instance_id, region or found.region)
+
+
+async def amain(settings: Settings) -> None:
+    identity = await identify(settings)
+    workers = max(4, min(32, settings.max_concurrency))
+    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="aws")
+    aws = Config(
+        region_name=identity.region,
+        retries={"mode": "standard", "max_attempts": 3},
+        max_pool_connections=workers,
+        connect_timeout=5,
+        read_timeout=15,
+    )
+    metrics = Metrics()
+    metrics.serve(settings.metrics_port)
+    cloudwatch = boto3.client("cloudwatch", config=aws) if settings.cloudwatch else None
+    queue = AsyncJobQueue(
+        redis.asyncio.from_url(settings.redis_url, health_check_interval=30, socket_connect_timeout=5),
+        consumer=settings.consumer or identity.instance_id,
+    )
+    agent = Agent(
+        settings,
+        queue=queue,
+        backend=Backend(settings.backend_url, settings.backend_connect_timeout_s, settings.backend_read_timeout_s),
+        replies=ReplyStore(boto3.client("s3", config=aws), settings.reply_bucket, executor),
+        stopper=Stopper(settings.stop_mode, identity.instance_id, identity.region, executor),
+        metrics=metrics,
+        cloudwatch=CloudWatchPublisher(cloudwatch, executor),
+    )
+    try:
+        await agent.run()
+    finally:
+        await queue.redis.aclose()
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
+def main() -> int:
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"tl-node-agent: {exc}", file=sys.stderr)
+        return 2
+    logs.setup(settings.log_level)
+    try:
+        asyncio.run(amain(settings))
+    except InstanceError as exc:
+        log.error("cannot identify the instance", extra={"error": str(exc)})
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

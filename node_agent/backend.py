@@ -1,0 +1,201 @@
+"""Client of the OpenAI-compatible model server (vLLM on the GPU shape, llama-server on CPU and in tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+log = logging.getLogger("node_agent.backend")
+
+# Requests running and waiting, by server: vLLM, then llama.cpp's llama-server (with --metrics).
+RUNNING_METRICS: Final = ("vllm:num_requests_running", "llamacpp:requests_processing")
+WAITING_METRICS: Final = ("vllm:num_requests_waiting", "llamacpp:requests_deferred")
+CONNECT_BACKOFF_S: Final = (0.5, 1.0, 2.0)
+
+
+class BackendError(Exception):
+    """A completion that did not finish. ``retryable`` is false when another attempt cannot help (HTTP 4xx)."""
+
+    def __init__(self, reason: str, *, retryable: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retryable = retryable
+
+
+class BackendNotReady(Exception):
+    """The backend did not become ready within the start timeout."""
+
+
+@dataclass
+class Completion:
+    text: str = ""
+    model: str = ""
+    finish_reason: str | None = None
+    usage: dict[str, int] = field(default_factory=dict)
+    ttft_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Load:
+    running: int
+    waiting: int
+
+    @property
+    def busy(self) -> bool:
+        return self.running + self.waiting > 0
+
+
+def parse_load(exposition: str) -> Load | None:
+    """Requests running and waiting from a Prometheus exposition; None when the server exports neither."""
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name in RUNNING_METRICS + WAITING_METRICS:
+                found[sample.name] = found.get(sample.name, 0.0) + sample.value
+    if not found:
+        return None
+    running = sum(found.get(name, 0.0) for name in RUNNING_METRICS)
+    waiting = sum(found.get(name, 0.0) for name in WAITING_METRICS)
+    return Load(int(running), int(waiting))
+
+
+def parse_chunk(data: str) -> dict[str, Any]:
+    """One SSE ``data:`` payload; an ``error`` object sent after HTTP 200 becomes a BackendError."""
+    try:
+        chunk = json.loads(data)
+    except json.JSONDecodeError:
+        raise BackendError(f"backend sent a chunk that is not JSON: {data[:200]!r}", retryable=True) from None
+    if not isinstance(chunk, dict):
+        raise BackendError(f"backend sent a chunk that is not an object: {data[:200]!r}", retryable=True)
+    if "error" in chunk:
+        error = chunk["error"]
+        message = error.get("message", error) if isinstance(error, dict) else error
+        raise BackendError(f"backend error during the stream: {message}", retryable=True)
+    return chunk
+
+
+class Backend:
+    def __init__(self, base_url: str, connect_timeout_s: float, read_timeout_s: float) -> None:
+        self.base_url = base_url
+        timeout = httpx.Timeout(connect=connect_timeout_s, read=read_timeout_s, write=10.0, pool=None)
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
+        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, limits=limits)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def wait_ready(self, timeout_s: float, poll_s: float = 1.0) -> list[str]:
+        """Wait until ``/health`` answers 200 and ``/v1/models`` lists a model; returns the model ids."""
+        deadline = time.monotonic() + timeout_s
+        last_reason = ""
+        while True:
+            reason = ""
+            try:
+                health = await self._http.get("/health")
+                if health.status_code != httpx.codes.OK:
+                    reason = f"/health answered {health.status_code} {health.text[:80].strip()}"
+                else:
+                    models = await self._http.get("/v1/models")
+                    ids = [m["id"] for m in models.json().get("data", [])] if models.is_success else []
+                    if ids:
+                        log.info("backend ready", extra={"backend": self.base_url, "models": ids})
+                        return ids
+                    reason = f"/v1/models answered {models.status_code} with no model"
+            except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            if reason != last_reason:
+                log.info("waiting for backend", extra={"backend": self.base_url, "reason": reason})
+                last_reason = reason
+            if time.monotonic() >= deadline:
+                raise BackendNotReady(f"backend {self.base_url} not ready after {timeout_s:.0f} s: {reason}")
+            await asyncio.sleep(poll_s)
+
+    async def load(self) -> Load | None:
+        """Requests the server itself reports as running or waiting (vLLM ``/metrics``); None if unknown."""
+        try:
+            response = await self._http.get("/metrics")
+        except httpx.HTTPError:
+            return None
+        if response.status_code != httpx.codes.OK:
+            return None
+        return parse_load(response.text)
+
+    async def complete(
+        self,
+        model: str,
+        prompt: str,
+        max_tokens: int,
+        temperature: float | None,
+        on_text: Callable[[str], Awaitable[None]] | None = None,
+    ) -> Completion:
+        """Stream one completion; returns it whole, or raises BackendError with the reason."""
+        body: dict[str, Any] = {
+            "model": model,
+            "prompt": prompt,
+            "max_tokens": max_tokens,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if temperature is not None:
+            body["temperature"] = temperature
+        for attempt, backoff in enumerate((*CONNECT_BACKOFF_S, None)):
+            try:
+                return await self._stream(body, on_text)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                if backoff is None:
+                    raise BackendError(
+                        f"backend unreachable after {attempt + 1} tries: {exc}", retryable=True
+                    ) from None
+                log.warning("backend connect failed, retrying", extra={"error": str(exc), "retry_in_s": backoff})
+                await asyncio.sleep(backoff)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _stream(self, body: dict[str, Any], on_text: Callable[[str], Awaitable[None]] | None) -> Completion:
+        started = time.monotonic()
+        result = Completion(model=body["model"])
+        async with self._http.stream("POST", "/v1/completions", json=body) as response:
+            if response.status_code != httpx.codes.OK:
+                detail = (await response.aread()).decode(errors="replace")[:300]
+                raise BackendError(
+                    f"backend answered HTTP {response.status_code}: {detail}",
+                    retryable=response.status_code >= httpx.codes.INTERNAL_SERVER_ERROR,
+                )
+            done = False
+            try:
+                async for line in response.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        done = True
+                        break
+                    chunk = parse_chunk(data)
+                    result.model = chunk.get("model") or result.model
+                    if chunk.get("usage"):
+                        result.usage = {k: int(v) for k, v in chunk["usage"].items() if isinstance(v, int)}
+                    for choice in chunk.get("choices") or []:
+                        text = choice.get("text") or ""
+                        if text:
+                            if result.ttft_s is None:
+                                result.ttft_s = time.monotonic() - started
+                            result.text += text
+                            if on_text is not None:
+                                await on_text(text)
+                        result.finish_reason = choice.get("finish_reason") or result.finish_reason
+            except httpx.ReadTimeout:
+                raise BackendError(
+                    f"no data from the backend for {self._http.timeout.read} s", retryable=True
+                ) from None
+            except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                raise BackendError(f"stream broke after {len(result.text)} characters: {exc}", retryable=True) from None
+        if not done and result.finish_reason is None:
+            raise BackendError(f"stream ended early after {len(result.text)} characters", retryable=True)
+        return result

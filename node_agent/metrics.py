@@ -1,0 +1,133 @@
+"""Metrics: a Prometheus exposition on 127.0.0.1, NVML GPU gauges when a GPU is there, and the few figures
+the dashboards and alarms need (AutoStops, job latency) sent to CloudWatch under the TLFIF namespace."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING, Any, Final
+
+from botocore.exceptions import BotoCoreError, ClientError
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from mypy_boto3_cloudwatch import CloudWatchClient
+    from mypy_boto3_cloudwatch.type_defs import MetricDatumTypeDef
+
+log = logging.getLogger("node_agent.metrics")
+
+NAMESPACE: Final = "TLFIF"
+LATENCY_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
+CLOUDWATCH_VALUES_PER_DATUM: Final = 150
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.jobs = Counter("tl_jobs", "Jobs settled, by final status.", ["status"], registry=r)
+        self.attempt_failures = Counter("tl_job_attempt_failures", "Attempts that failed and were retried.", registry=r)
+        self.queue_wait = Histogram(
+            "tl_job_queue_wait_seconds", "Job created → claimed.", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.ttft = Histogram(
+            "tl_job_time_to_first_token_seconds", "Claim → first token.", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.total = Histogram("tl_job_total_seconds", "Claim → reply stored.", buckets=LATENCY_BUCKETS, registry=r)
+        self.in_flight = Gauge("tl_jobs_in_flight", "Jobs running now.", registry=r)
+        self.queue_depth = Gauge("tl_queue_depth", "Jobs queued or running, all agents.", registry=r)
+        self.idle_stop_in = Gauge(
+            "tl_idle_stop_seconds", "Seconds until the idle stop; -1 while the node is busy.", registry=r
+        )
+        self.auto_stops = Counter("tl_auto_stops", "Idle stops of the instance.", registry=r)
+        self.backend_up = Gauge("tl_backend_up", "1 when the model server answers.", registry=r)
+        for status in ("done", "failed", "expired"):
+            self.jobs.labels(status)
+        gpu = NvmlCollector.create()
+        if gpu is not None:
+            r.register(gpu)
+
+    def serve(self, port: int) -> None:
+        if port:
+            start_http_server(port, addr="127.0.0.1", registry=self.registry)
+
+
+class NvmlCollector(Collector):
+    """GPU utilisation and memory per device, read through NVML at scrape time."""
+
+    def __init__(self, nvml: Any, count: int) -> None:
+        self._nvml = nvml
+        self._count = count
+        self._lock = threading.Lock()
+
+    @classmethod
+    def create(cls) -> NvmlCollector | None:
+        try:
+            import pynvml  # noqa: PLC0415 - optional, present only on GPU shapes
+
+            pynvml.nvmlInit()
+            count = int(pynvml.nvmlDeviceGetCount())
+        except Exception as exc:  # no library, no driver or no device: each means "no GPU metrics"
+            log.info("no GPU metrics", extra={"reason": f"{type(exc).__name__}: {exc}"})
+            return None
+        return cls(pynvml, count) if count else None
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        util = GaugeMetricFamily("tl_gpu_utilization_percent", "GPU utilisation.", labels=["gpu"])
+        used = GaugeMetricFamily("tl_gpu_memory_used_bytes", "GPU memory in use.", labels=["gpu"])
+        total = GaugeMetricFamily("tl_gpu_memory_total_bytes", "GPU memory.", labels=["gpu"])
+        with self._lock:
+            for i in range(self._count):
+                handle = self._nvml.nvmlDeviceGetHandleByIndex(i)
+                memory = self._nvml.nvmlDeviceGetMemoryInfo(handle)
+                util.add_metric([str(i)], self._nvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+                used.add_metric([str(i)], memory.used)
+                total.add_metric([str(i)], memory.total)
+        yield from (util, used, total)
+
+
+class CloudWatchPublisher:
+    """Buffers datapoints and sends them with PutMetricData, off the event loop. Failures are logged, kept
+    for the next flush (bounded), and never stop a job."""
+
+    MAX_BUFFERED: Final = 10_000
+
+    def __init__(self, client: CloudWatchClient | None, executor: Executor) -> None:
+        self._client = client
+        self._executor = executor
+        self._values: dict[tuple[str, str], list[float]] = {}
+
+    def add(self, name: str, value: float, unit: str) -> None:
+        if self._client is None:
+            return
+        values = self._values.setdefault((name, unit), [])
+        if len(values) < self.MAX_BUFFERED:
+            values.append(value)
+
+    async def flush(self) -> None:
+        if self._client is None or not self._values:
+            return
+        pending, self._values = self._values, {}
+        data: list[MetricDatumTypeDef] = []
+        for (name, unit), values in pending.items():
+            for i in range(0, len(values), CLOUDWATCH_VALUES_PER_DATUM):
+                chunk = values[i : i + CLOUDWATCH_VALUES_PER_DATUM]
+                data.append({"MetricName": name, "Unit": unit, "Values": chunk})  # type: ignore[typeddict-item]
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._put, self._client, data)
+        except (ClientError, BotoCoreError) as exc:
+            log.warning("CloudWatch PutMetricData failed; keeping the data", extra={"error": str(exc)})
+            for (name, unit), values in pending.items():
+                for value in values:
+                    self.add(name, value, unit)
+
+    @staticmethod
+    def _put(client: CloudWatchClient, data: list[MetricDatumTypeDef]) -> None:
+        for i in range(0, len(data), 20):
+            client.put_metric_data(Namespace=NAMESPACE, MetricData=data[i : i + 20])
