@@ -6,9 +6,11 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
+import boto3
 import redis
+from botocore.config import Config
 
 from devstack.procs import CACHE, Process, StackError, free_port, http_ok, port_open, venv_tool, wait_until
 
@@ -66,7 +68,9 @@ class MotoServer(Process):
 
     def __init__(self, workdir: Path, port: int | None = None) -> None:
         self.port = port or free_port()
-        super().__init__(f"moto-{self.port}", [venv_tool("moto_server"), "-H", "127.0.0.1", "-p", str(self.port)], workdir)
+        super().__init__(
+            f"moto-{self.port}", [venv_tool("moto_server"), "-H", "127.0.0.1", "-p", str(self.port)], workdir
+        )
 
     @property
     def url(self) -> str:
@@ -77,7 +81,7 @@ class MotoServer(Process):
         return {
             "AWS_ENDPOINT_URL": self.url,
             "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - moto's documented dummy credentials
+            "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_DEFAULT_REGION": AWS_REGION,
             "AWS_REGION": AWS_REGION,
             "AWS_EC2_METADATA_DISABLED": "true",
@@ -87,10 +91,17 @@ class MotoServer(Process):
         super().start()
         wait_until(lambda: self.alive() and http_ok(f"{self.url}/moto-api/"), 30, f"moto server on port {self.port}")
 
-    def reset(self) -> None:
-        import httpx  # noqa: PLC0415
-
-        httpx.post(f"{self.url}/moto-api/reset", timeout=5).raise_for_status()
+    def client(self, service: str) -> Any:
+        """A boto3 client for one service of this server (typed at the call site: S3Client, EC2Client…)."""
+        env = self.aws_env()
+        return boto3.client(
+            service,  # type: ignore[call-overload]
+            endpoint_url=self.url,
+            region_name=AWS_REGION,
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+            config=Config(retries={"mode": "standard", "max_attempts": 2}),
+        )
 
 
 def llama_server_binary() -> str:
@@ -132,7 +143,7 @@ class LlamaServer(Process):
             "--host", "127.0.0.1",
             "--port", str(self.port),
             "--metrics",
-            "-c", str(1024 * parallel),
+            "-c", str(2048 * parallel),
             "-np", str(parallel),
             "-t", str(threads),
             "--alias", MODEL_ALIAS,
@@ -149,7 +160,11 @@ class LlamaServer(Process):
             self.wait_ready()
 
     def wait_ready(self) -> None:
-        wait_until(lambda: self.check_alive() or http_ok(f"{self.url}/health"), 120, f"llama-server on {self.port}")
+        def ready() -> bool:
+            self.check_alive()
+            return http_ok(f"{self.url}/health")
+
+        wait_until(ready, 120, f"llama-server on port {self.port}")
 
     def listening(self) -> bool:
         return port_open(self.port)

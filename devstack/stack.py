@@ -12,23 +12,23 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-import boto3
 import redis
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from devstack.procs import Process, StackError, free_port, http_ok, venv_tool, wait_until
-from devstack.servers import AWS_REGION, LlamaServer, MotoServer, RedisServer
+from devstack.servers import AWS_REGION, MotoServer, RedisServer
 from jobqueue import contract
 from jobqueue.contract import Job
 from jobqueue.queue import JobQueue
 
 if TYPE_CHECKING:
+    from mypy_boto3_cloudwatch import CloudWatchClient
     from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_s3 import S3Client
 
 BUCKET: Final = "tinyllama-data-replies"
-NODE_TAG: Final = {"Key": "env", "Value": "tinyllama"}
+NODE_TAG_KEY: Final = "env"
+NODE_TAG_VALUE: Final = "tinyllama"
 
 
 class StandInServer(Process):
@@ -85,7 +85,7 @@ class Stack:
             InstanceType="t3.small",
             MinCount=1,
             MaxCount=1,
-            TagSpecifications=[{"ResourceType": "instance", "Tags": [NODE_TAG]}],
+            TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": NODE_TAG_KEY, "Value": NODE_TAG_VALUE}]}],
         )
         self.instance_id = made["Instances"][0]["InstanceId"]
 
@@ -103,21 +103,17 @@ class Stack:
 
     # ------------------------------------------------------------ clients
 
-    def _aws_kwargs(self) -> dict[str, Any]:
-        env = self.moto.aws_env()
-        return {
-            "endpoint_url": env["AWS_ENDPOINT_URL"],
-            "region_name": AWS_REGION,
-            "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
-            "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
-            "config": Config(retries={"mode": "standard", "max_attempts": 2}),
-        }
-
     def s3(self) -> S3Client:
-        return boto3.client("s3", **self._aws_kwargs())
+        client: S3Client = self.moto.client("s3")
+        return client
 
     def ec2(self) -> EC2Client:
-        return boto3.client("ec2", **self._aws_kwargs())
+        client: EC2Client = self.moto.client("ec2")
+        return client
+
+    def cloudwatch(self) -> CloudWatchClient:
+        client: CloudWatchClient = self.moto.client("cloudwatch")
+        return client
 
     def queue(self) -> JobQueue:
         return JobQueue(redis.Redis.from_url(self.redis.url))
@@ -145,7 +141,9 @@ class Stack:
     def start_agent(self, backend_url: str, *, wait: bool = True, **overrides: str) -> Process:
         """Run ``tl-node-agent`` as its own process, as supervisor does on the node."""
         name = f"agent-{len(self.agents)}"
-        agent = Process(name, [venv_tool("tl-node-agent")], self.workdir / "agents", self.agent_env(backend_url, **overrides))
+        agent = Process(
+            name, [venv_tool("tl-node-agent")], self.workdir / "agents", self.agent_env(backend_url, **overrides)
+        )
         agent.start()
         self.agents.append(agent)
         if wait:
@@ -167,22 +165,10 @@ class Stack:
         return job
 
     def reply(self, job_id: str) -> dict[str, Any] | None:
-        try:
-            body = self.s3().get_object(Bucket=BUCKET, Key=contract.reply_object_key(job_id))["Body"].read()
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "NoSuchKey":
-                return None
-            raise
-        return dict(json.loads(body))
+        return read_reply(self.s3(), job_id)
 
     def wait_reply(self, job_id: str, timeout_s: float = 60) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            found = self.reply(job_id)
-            if found is not None:
-                return found
-            time.sleep(0.1)
-        raise StackError(f"no reply for job {job_id} after {timeout_s:.0f} s")
+        return wait_reply(self.s3(), job_id, timeout_s)
 
     def reply_versions(self, job_id: str) -> int:
         """How many objects were ever written for this reply (the bucket is unversioned, so: 0 or 1)."""
@@ -190,5 +176,22 @@ class Stack:
         return int(listed.get("KeyCount", 0))
 
 
-def llama(workdir: Path) -> LlamaServer:
-    return LlamaServer(workdir / "llama")
+def read_reply(s3: S3Client, job_id: str) -> dict[str, Any] | None:
+    """The final reply of a job, or None while there is none."""
+    try:
+        body = s3.get_object(Bucket=BUCKET, Key=contract.reply_object_key(job_id))["Body"].read()
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "NoSuchKey":
+            return None
+        raise
+    return dict(json.loads(body))
+
+
+def wait_reply(s3: S3Client, job_id: str, timeout_s: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = read_reply(s3, job_id)
+        if found is not None:
+            return found
+        time.sleep(0.1)
+    raise StackError(f"no reply for job {job_id} after {timeout_s:.0f} s")

@@ -79,9 +79,7 @@ class StandIn:
         self.running += 1
         self.peak = max(self.peak, self.running)
         try:
-            writer.write(
-                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
-            )
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
             created = int(time.time())
             pause = self.latency_s / self.chunks
             for i in range(self.chunks):

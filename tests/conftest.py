@@ -1,0 +1,61 @@
+"""Fixtures that start real servers on free loopback ports (see devstack/) and stop them afterwards."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from devstack.servers import LlamaServer, RedisServer
+from devstack.stack import Stack, StandInServer
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def r(redis_server: RedisServer) -> redis.Redis:
+    return redis.Redis.from_url(redis_server.url, decode_responses=True)
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    with Stack(tmp_path) as running:
+        yield running
+        for agent in running.agents:
+            if agent.alive():
+                print(f"--- {agent.name} log tail ---\n{agent.tail(40)}")
+
+
+@pytest.fixture
+def standin(tmp_path: Path) -> Iterator[StandInServer]:
+    """Fixed-latency backend: 0.5 s per completion, streamed in 8 chunks."""
+    server = StandInServer(tmp_path / "standin", latency_s=0.5)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def slow_standin(tmp_path: Path) -> Iterator[StandInServer]:
+    """Fixed-latency backend: 4 s per completion, for jobs that must still be running when the test acts."""
+    server = StandInServer(tmp_path / "slow-standin", latency_s=4.0, chunks=16)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def llama(tmp_path: Path) -> Iterator[LlamaServer]:
+    """The real model server: llama.cpp's llama-server with the small Gemma 3 GGUF."""
+    server = LlamaServer(tmp_path / "llama")
+    server.start()
+    yield server
+    server.stop()

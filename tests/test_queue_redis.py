@@ -1,0 +1,181 @@
+"""The job contract's Lua scripts on a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+
+import pytest
+import redis
+
+from jobqueue import contract
+from jobqueue.queue import AsyncJobQueue, EnqueueError, JobQueue, script_source
+
+pytestmark = pytest.mark.slow
+
+
+def enqueue_raw(r: redis.Redis, key: str, payload: str) -> object:
+    return r.eval(script_source("enqueue"), 2, key, contract.QUEUE_STREAM, payload, contract.JOB_TTL_S, 1000)
+
+
+def test_enqueue_stores_job_with_300s_ttl_and_queues_it(r: redis.Redis) -> None:
+    job = contract.new_job("hello", "user-1")
+    JobQueue(r).enqueue(job)
+    assert json.loads(r.get(contract.job_key(job["id"])) or "") == job
+    assert 295 <= r.ttl(contract.job_key(job["id"])) <= 300
+    ((_, fields),) = r.xrange(contract.QUEUE_STREAM)
+    assert fields == {"id": job["id"]}
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "job:not-a-uuid",
+        f"job:{str(uuid.uuid4()).upper()}",
+        f"job:{uuid.uuid1()}",
+        f"jobs:{uuid.uuid4()}",
+        f"job:{uuid.uuid4()}:x",
+        "reply:abc",
+    ],
+)
+def test_enqueue_rejects_a_key_that_is_not_job_uuid4(r: redis.Redis, key: str) -> None:
+    with pytest.raises(redis.ResponseError, match="BADKEY"):
+        enqueue_raw(r, key, "{}")
+    assert r.dbsize() == 0  # nothing half-written
+
+
+def test_enqueue_rejects_payload_not_matching_its_key(r: redis.Redis) -> None:
+    key = contract.job_key(str(uuid.uuid4()))
+    with pytest.raises(redis.ResponseError, match="BADJOB payload id"):
+        enqueue_raw(r, key, json.dumps({"id": str(uuid.uuid4())}))
+    with pytest.raises(redis.ResponseError, match="BADJOB payload is not a JSON object"):
+        enqueue_raw(r, key, "not json")
+    assert r.dbsize() == 0
+
+
+def test_duplicate_job_is_refused_and_keeps_the_first(r: redis.Redis) -> None:
+    q = JobQueue(r)
+    job = contract.new_job("first", "u")
+    q.enqueue(job)
+    with pytest.raises(EnqueueError) as caught:
+        q.enqueue({**job, "prompt": "second"})
+    assert caught.value.code == "DUPLICATE"
+    assert json.loads(r.get(contract.job_key(job["id"])) or "")["prompt"] == "first"
+    assert q.depth() == 1
+
+
+def test_full_queue_refuses_new_jobs(r: redis.Redis) -> None:
+    q = JobQueue(r)
+    pipe = r.pipeline()
+    for _ in range(contract.MAX_QUEUE_LENGTH):
+        pipe.xadd(contract.QUEUE_STREAM, {"id": "x"})
+    pipe.execute()
+    with pytest.raises(EnqueueError) as caught:
+        q.enqueue(contract.new_job("one too many", "u"))
+    assert caught.value.code == "QUEUEFULL"
+
+
+def test_attempts_are_counted_then_exhausted_and_a_settled_job_is_not_run_again(r: redis.Redis) -> None:
+    async def scenario() -> None:
+        client = redis.asyncio.Redis.from_url(f"redis://127.0.0.1:{r.connection_pool.connection_kwargs['port']}")
+        q = AsyncJobQueue(client, "agent-a")
+        await q.ensure_group()
+        job = contract.new_job("hello", "u")
+        await q.enqueue(job)
+        (entry,) = await q.claim_new(10, 100)
+        assert entry.job_id == job["id"]
+        first = await q.begin(entry, max_attempts=2)
+        assert (first.kind, first.number) == ("run", 1)
+        assert await client.ttl(contract.job_key(job["id"])) > contract.JOB_TTL_S  # claimed: kept longer
+        await q.release(entry, 0, "boom", refund=False)
+        second = await q.begin(entry, max_attempts=2)
+        assert (second.kind, second.number, second.last_error) == ("run", 2, "boom")
+        third = await q.begin(entry, max_attempts=2)
+        assert third.kind == "exhausted"
+        await q.finish(entry, "failed", time.time(), "gave up", third.raw)
+        assert await client.xlen(contract.QUEUE_STREAM) == 0
+        assert await client.exists(contract.job_key(job["id"]), contract.attempts_key(job["id"])) == 0
+        (dead,) = await client.lrange(contract.DEAD_LETTERS, 0, -1)
+        assert json.loads(dead)["reason"] == "gave up"
+        assert (await q.begin(entry, max_attempts=2)).kind == "finished"
+        await client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_shutdown_hand_back_does_not_count_as_an_attempt(r: redis.Redis) -> None:
+    async def scenario() -> None:
+        client = redis.asyncio.Redis.from_url(f"redis://127.0.0.1:{r.connection_pool.connection_kwargs['port']}")
+        a, b = AsyncJobQueue(client, "agent-a"), AsyncJobQueue(client, "agent-b")
+        await a.ensure_group()
+        job = contract.new_job("hello", "u")
+        await a.enqueue(job)
+        (entry,) = await a.claim_new(1, 100)
+        assert (await a.begin(entry, 3)).number == 1
+        await a.release(entry, 60_000, "", refund=True)
+        (taken,) = await b.reclaim(10, min_idle_ms=60_000)  # due at once for the sweep
+        assert taken == entry
+        assert (await b.begin(taken, 3)).number == 1
+        await client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_refresh_keeps_own_claims_and_reports_those_taken_over(r: redis.Redis) -> None:
+    async def scenario() -> None:
+        client = redis.asyncio.Redis.from_url(f"redis://127.0.0.1:{r.connection_pool.connection_kwargs['port']}")
+        a, b = AsyncJobQueue(client, "agent-a"), AsyncJobQueue(client, "agent-b")
+        await a.ensure_group()
+        for _ in range(2):
+            await a.enqueue(contract.new_job("hello", "u"))
+        mine, stolen = await a.claim_new(2, 100)
+        await asyncio.sleep(0.2)
+        assert await b.reclaim(1, min_idle_ms=100) == [mine]  # a seems dead for `mine`
+        assert await a.refresh([mine, stolen]) == {mine.entry_id}
+        assert await b.reclaim(10, min_idle_ms=150) == []  # `stolen` was refreshed: not idle any more
+        await client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_expired_job_is_reported_not_dropped(r: redis.Redis) -> None:
+    async def scenario() -> None:
+        client = redis.asyncio.Redis.from_url(f"redis://127.0.0.1:{r.connection_pool.connection_kwargs['port']}")
+        q = AsyncJobQueue(client, "agent-a")
+        await q.ensure_group()
+        job = contract.new_job("hello", "u")
+        await q.enqueue(job)
+        await client.pexpire(contract.job_key(job["id"]), 1)
+        await asyncio.sleep(0.05)
+        (entry,) = await q.claim_new(1, 100)
+        assert (await q.begin(entry, 3)).kind == "expired"
+        await client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_cancelled_redis_call_cancels_the_task(redis_server) -> None:  # type: ignore[no-untyped-def]
+    """The agent's shutdown hands jobs back by cancelling them; the Redis client must let that through."""
+
+    async def scenario() -> list[str]:
+        client = redis.asyncio.Redis.from_url(redis_server.url)
+        outcomes = []
+        for delay_ms in range(10, 40, 3):
+
+            async def busy() -> None:
+                while True:
+                    await client.xlen("anything")
+
+            task = asyncio.create_task(busy())
+            await asyncio.sleep(delay_ms / 1000)
+            task.cancel()
+            _, pending = await asyncio.wait({task}, timeout=1)
+            outcomes.append("swallowed" if pending else "cancelled")
+            if pending:
+                task.cancel()
+        await client.aclose()
+        return outcomes
+
+    assert set(asyncio.run(scenario())) == {"cancelled"}

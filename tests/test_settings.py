@@ -1,0 +1,44 @@
+"""Configuration: defaults, every invalid variable reported, and the README in step with the code."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from node_agent.settings import SETTINGS, Settings, SettingsError
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_defaults_need_only_the_bucket() -> None:
+    s = Settings.from_env({"TL_REPLY_BUCKET": "b"})
+    assert s.backend_url == "http://127.0.0.1:8000"
+    assert s.idle_minutes == 5
+    assert s.idle_s == 300
+    assert s.stop_mode == "stop"
+    assert s.max_attempts == 3
+    assert s.cloudwatch is True
+
+
+def test_every_invalid_variable_is_reported_at_once() -> None:
+    env = {
+        "TL_IDLE_MINUTES": "0",
+        "TL_MAX_CONCURRENCY": "many",
+        "TL_STOP_MODE": "halt",
+        "TL_BACKEND_URL": "localhost:8000",
+    }
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(env)
+    message = str(caught.value)
+    for name in ("TL_REPLY_BUCKET is required", "TL_IDLE_MINUTES", "TL_MAX_CONCURRENCY", "TL_STOP_MODE"):
+        assert name in message
+    assert "TL_BACKEND_URL='localhost:8000': must be a URL" in message
+
+
+def test_readme_lists_every_variable_with_its_default() -> None:
+    rows = dict(re.findall(r"^\| `(TL_[A-Z_]+)` \| `?([^|`]*)`? \|", README.read_text(), re.MULTILINE))
+    expected = {s.env: (s.default or "").strip() for s in SETTINGS.values()}
+    assert {k: v.strip() for k, v in rows.items() if k in expected} == expected
+    assert set(expected) <= set(rows)
