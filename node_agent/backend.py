@@ -30,6 +30,10 @@ class BackendError(Exception):
         self.retryable = retryable
 
 
+class _Unavailable(Exception):
+    """HTTP 503 before any output: the server is up but not serving (yet)."""
+
+
 class BackendNotReady(Exception):
     """The backend did not become ready within the start timeout."""
 
@@ -80,6 +84,19 @@ def parse_chunk(data: str) -> dict[str, Any]:
         message = error.get("message", error) if isinstance(error, dict) else error
         raise BackendError(f"backend error during the stream: {message}", retryable=True)
     return chunk
+
+
+def absorb(result: Completion, chunk: dict[str, Any]) -> str:
+    """Add one streamed chunk to the completion; returns the text it carried."""
+    result.model = chunk.get("model") or result.model
+    if chunk.get("usage"):
+        result.usage = {k: int(v) for k, v in chunk["usage"].items() if isinstance(v, int)}
+    text = ""
+    for choice in chunk.get("choices") or []:
+        text += choice.get("text") or ""
+        result.finish_reason = choice.get("finish_reason") or result.finish_reason
+    result.text += text
+    return text
 
 
 class Backend:
@@ -149,12 +166,13 @@ class Backend:
         for attempt, backoff in enumerate((*CONNECT_BACKOFF_S, None)):
             try:
                 return await self._stream(body, on_text)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            except (httpx.ConnectError, httpx.ConnectTimeout, _Unavailable) as exc:
+                # Not there yet (refused, or 503 while a restarted server loads its model): wait, don't fail.
                 if backoff is None:
                     raise BackendError(
                         f"backend unreachable after {attempt + 1} tries: {exc}", retryable=True
                     ) from None
-                log.warning("backend connect failed, retrying", extra={"error": str(exc), "retry_in_s": backoff})
+                log.warning("backend unavailable, retrying", extra={"error": str(exc), "retry_in_s": backoff})
                 await asyncio.sleep(backoff)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -164,6 +182,8 @@ class Backend:
         async with self._http.stream("POST", "/v1/completions", json=body) as response:
             if response.status_code != httpx.codes.OK:
                 detail = (await response.aread()).decode(errors="replace")[:300]
+                if response.status_code == httpx.codes.SERVICE_UNAVAILABLE:
+                    raise _Unavailable(f"HTTP 503: {detail}")
                 raise BackendError(
                     f"backend answered HTTP {response.status_code}: {detail}",
                     retryable=response.status_code >= httpx.codes.INTERNAL_SERVER_ERROR,
@@ -177,19 +197,12 @@ class Backend:
                     if data == "[DONE]":
                         done = True
                         break
-                    chunk = parse_chunk(data)
-                    result.model = chunk.get("model") or result.model
-                    if chunk.get("usage"):
-                        result.usage = {k: int(v) for k, v in chunk["usage"].items() if isinstance(v, int)}
-                    for choice in chunk.get("choices") or []:
-                        text = choice.get("text") or ""
-                        if text:
-                            if result.ttft_s is None:
-                                result.ttft_s = time.monotonic() - started
-                            result.text += text
-                            if on_text is not None:
-                                await on_text(text)
-                        result.finish_reason = choice.get("finish_reason") or result.finish_reason
+                    text = absorb(result, parse_chunk(data))
+                    if text:
+                        if result.ttft_s is None:
+                            result.ttft_s = time.monotonic() - started
+                        if on_text is not None:
+                            await on_text(text)
             except httpx.ReadTimeout:
                 raise BackendError(
                     f"no data from the backend for {self._http.timeout.read} s", retryable=True

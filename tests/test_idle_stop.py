@@ -1,0 +1,82 @@
+"""Idle self-stop against the moto server's EC2: stops when idle, never while work is in flight or queued."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pytest
+
+from devstack.procs import free_port, wait_until
+from devstack.stack import Stack, StandInServer
+from jobqueue import contract
+
+pytestmark = pytest.mark.slow
+
+IDLE_3S = {"TL_IDLE_MINUTES": "0.05", "TL_STOP_MODE": "stop", "TL_IDLE_POLL_S": "0.2"}
+
+
+def state(stack: Stack) -> str:
+    found = stack.ec2().describe_instances(InstanceIds=[stack.instance_id])
+    return found["Reservations"][0]["Instances"][0]["State"]["Name"]
+
+
+def test_idle_node_stops_itself_and_counts_the_stop(stack: Stack, standin: StandInServer) -> None:
+    port = free_port()
+    agent = stack.start_agent(standin.url, TL_METRICS_PORT=str(port), **IDLE_3S)
+    started = time.monotonic()
+    wait_until(lambda: state(stack) == "stopped", 15, "the instance to stop")
+    assert time.monotonic() - started >= 2.5  # not before its idle time
+    log = agent.log_path.read_text()
+    assert "idle stop: StopInstances called" in log
+    assert "with no job, empty queue, idle backend" in log
+    assert "tl_auto_stops_total 1.0" in httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    metrics = stack.cloudwatch().list_metrics(Namespace="TLFIF", MetricName="AutoStops")["Metrics"]
+    assert metrics, "AutoStops was not sent to CloudWatch"
+
+
+def test_node_does_not_stop_while_a_job_runs_and_stays_warm_as_the_job_asked(
+    stack: Stack, slow_standin: StandInServer
+) -> None:
+    stack.start_agent(slow_standin.url, TL_HEARTBEAT_S="0.5", **IDLE_3S)
+    job = stack.submit("four seconds of work", idle_minutes=2)
+    wait_until(lambda: slow_standin.stats()["running"] == 1, 5, "the job to run")
+    time.sleep(3.5)  # longer than the 3 s idle time
+    assert state(stack) == "running"
+    stack.wait_reply(job["id"], 20)
+    wait_until(lambda: (stack.queue().heartbeat() or {}).get("idle_stop_in_s") is not None, 5, "idle again")
+    remaining = (stack.queue().heartbeat() or {})["idle_stop_in_s"]
+    assert 100 < remaining <= 120  # the job's 2 idle minutes, not the node's 3 s
+    assert state(stack) == "running"
+
+
+def test_node_does_not_stop_while_a_job_is_queued(stack: Stack, standin: StandInServer) -> None:
+    job = stack.submit("claimed by an agent that then died")
+    r = stack.redis.client()
+    r.xgroup_create(contract.QUEUE_STREAM, contract.CONSUMER_GROUP, id="0")
+    r.xreadgroup(contract.CONSUMER_GROUP, "ghost", {contract.QUEUE_STREAM: ">"}, count=1)
+    stack.start_agent(standin.url, TL_CLAIM_TIMEOUT_S="8", **IDLE_3S)
+    time.sleep(5)  # the job is queued but not yet due for a reclaim
+    assert state(stack) == "running"
+    assert stack.wait_reply(job["id"], 20)["status"] == "done"
+
+
+def test_node_does_not_stop_while_the_backend_serves_other_clients(stack: Stack, slow_standin: StandInServer) -> None:
+    direct = threading.Thread(
+        target=lambda: httpx.post(
+            f"{slow_standin.url}/v1/completions", json={"prompt": "direct", "stream": True}, timeout=30
+        )
+    )
+    stack.start_agent(slow_standin.url, **IDLE_3S)
+    direct.start()
+    time.sleep(3.5)
+    assert state(stack) == "running"
+    direct.join()
+    wait_until(lambda: state(stack) == "stopped", 15, "the instance to stop after the backend went idle")
+
+
+def test_dry_run_only_logs(stack: Stack, standin: StandInServer) -> None:
+    agent = stack.start_agent(standin.url, **{**IDLE_3S, "TL_STOP_MODE": "dry-run"})
+    wait_until(lambda: "would stop the instance" in agent.log_path.read_text(), 15, "a dry-run stop")
+    assert state(stack) == "running"
