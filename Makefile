@@ -10,7 +10,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-CACHE := .cache
+# Built artefacts kept across clones of the repository (CI clones afresh each run).
+TL_CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tinyllama-shape
+CACHE := $(TL_CACHE_DIR)
+export TL_CACHE_DIR
 WHEELS := $(CACHE)/wheels
 MODEL := $(CACHE)/models/gemma3-270m-q4_k_m.gguf
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

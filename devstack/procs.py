@@ -16,7 +16,11 @@ from typing import IO, Final
 import httpx
 
 REPO: Final = Path(__file__).resolve().parent.parent
-CACHE: Final = Path(os.environ.get("TL_CACHE_DIR", REPO / ".cache"))
+# Built once per machine and shared by every clone: the llama-server wheel and the model (see the Makefile).
+CACHE: Final = Path(
+    os.environ.get("TL_CACHE_DIR")
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tinyllama-shape"
+)
 VENV_BIN: Final = Path(sys.executable).parent
 
 

@@ -126,6 +126,7 @@ def _per_job_keys(job_id: str) -> list[str]:
         contract.job_key(job_id),
         contract.attempts_key(job_id),
         contract.result_key(job_id),
+        contract.reply_stream_key(job_id),
     ]
 
 
@@ -206,7 +207,13 @@ class AsyncJobQueue:
     async def begin(self, entry: Entry, max_attempts: int) -> Attempt:
         result = await self._scripts["begin"](
             keys=_per_job_keys(entry.job_id),
-            args=[contract.CONSUMER_GROUP, entry.entry_id, max_attempts, contract.CLAIMED_TTL_S],
+            args=[
+                contract.CONSUMER_GROUP,
+                entry.entry_id,
+                max_attempts,
+                contract.CLAIMED_TTL_S,
+                contract.REPLY_STREAM_TTL_S,
+            ],
         )
         return _attempt(result)
 
@@ -223,6 +230,8 @@ class AsyncJobQueue:
                 contract.RESULT_TTL_S,
                 dead,
                 contract.DEAD_LETTER_LENGTH,
+                status,
+                contract.REPLY_STREAM_TTL_S,
             ],
         )
 

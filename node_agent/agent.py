@@ -64,6 +64,7 @@ async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
 class Running:
     entry: Entry
     begun: bool = False
+    claimed: float = field(default_factory=time.monotonic)
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
@@ -231,7 +232,6 @@ class Agent:
 
     async def _generate(self, entry: Entry, job: Job, attempt: Attempt, claimed_at: float) -> None:
         partial = PartialText(lambda fields: self._partial(job["id"], fields))
-        await self._partial(job["id"], {"attempt": str(attempt.number)})
         started = time.monotonic()
         try:
             completion = await self.backend.complete(
@@ -300,18 +300,21 @@ class Agent:
 
     async def _settle(self, entry: Entry, reply: dict[str, Any], *, job: Job | None = None, raw: str = "") -> None:
         """Store the final reply (retried until S3 takes it), then settle the job in Redis."""
+        s3_started = time.monotonic()
         stood = await self._retry("store the reply in S3", lambda: self.replies.write(reply))
+        s3_s = time.monotonic() - s3_started
         status, error = stood["status"], stood.get("error")
         await self._retry(
             "settle the job in Redis",
             lambda: self.queue.finish(entry, status, stood["timings"]["finished_at"], error, raw),
         )
-        await self._partial(entry.job_id, {"status": status})
         if job is not None:
             self._idle.job_finished(time.monotonic(), job["idle_minutes"])
-        self._record(stood, duplicate=stood is not reply)
+        running = self._running.get(entry.entry_id)
+        handled_s = None if running is None else time.monotonic() - running.claimed
+        self._record(stood, duplicate=stood is not reply, handled_s=handled_s, s3_s=s3_s)
 
-    def _record(self, reply: dict[str, Any], *, duplicate: bool) -> None:
+    def _record(self, reply: dict[str, Any], *, duplicate: bool, handled_s: float | None, s3_s: float) -> None:
         timings = reply["timings"]
         fields = {
             "job_id": reply["id"],
@@ -320,6 +323,9 @@ class Agent:
             "queued_ms": timings["queued_ms"],
             "ttft_ms": timings["ttft_ms"],
             "latency_ms": timings["total_ms"],
+            # Claim → settled, including the S3 write and the Redis bookkeeping: latency_ms plus the agent's cost.
+            "handled_ms": None if handled_s is None else round(handled_s * 1000, 1),
+            "s3_ms": round(s3_s * 1000, 1),
         }
         if duplicate:
             log.info("job's reply was already stored by an earlier attempt", extra=fields)

@@ -16,7 +16,7 @@ from jobqueue import contract
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-PARTIAL_FLUSH_S: Final = 0.1
+PARTIAL_FLUSH_S: Final = 0.25
 PARTIAL_FLUSH_CHARS: Final = 512
 
 
@@ -103,7 +103,7 @@ class ReplyStore:
 
 
 class PartialText:
-    """Batches streamed text into the ``reply:<id>`` Redis stream (every 100 ms or 512 characters)."""
+    """Batches streamed text into the ``reply:<id>`` Redis stream (every 250 ms or 512 characters)."""
 
     def __init__(self, append: Callable[[dict[str, str]], Awaitable[None]]) -> None:
         self._append = append

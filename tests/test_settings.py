@@ -38,7 +38,7 @@ def test_every_invalid_variable_is_reported_at_once() -> None:
 
 
 def test_readme_lists_every_variable_with_its_default() -> None:
-    rows = dict(re.findall(r"^\| `(TL_[A-Z_]+)` \| `?([^|`]*)`? \|", README.read_text(), re.MULTILINE))
+    rows = dict(re.findall(r"^\| `(TL_[A-Z_]+)` \| *`?([^|`]*)`? *\|", README.read_text(), re.MULTILINE))
     expected = {s.env: (s.default or "").strip() for s in SETTINGS.values()}
     assert {k: v.strip() for k, v in rows.items() if k in expected} == expected
     assert set(expected) <= set(rows)

@@ -1,14 +1,18 @@
 -- Settle a job whose final reply is in S3: record its status, acknowledge and delete the queue entry,
 -- drop the job and its attempt counter, and dead-letter it when it failed.
--- KEYS[1] queue stream  KEYS[2] job:<id>  KEYS[3] attempts:<id>  KEYS[4] result:<id>  KEYS[5] dead letters
+-- KEYS[1] queue stream  KEYS[2] job:<id>  KEYS[3] attempts:<id>  KEYS[4] result:<id>  KEYS[5] reply:<id>
+-- KEYS[6] dead letters
 -- ARGV[1] group  ARGV[2] stream entry id  ARGV[3] result JSON  ARGV[4] result TTL (s)
--- ARGV[5] dead-letter JSON or ''  ARGV[6] dead-letter list length
+-- ARGV[5] dead-letter JSON or ''  ARGV[6] dead-letter list length  ARGV[7] final status
+-- ARGV[8] TTL of the live reply stream (s)
 redis.call('SET', KEYS[4], ARGV[3], 'EX', ARGV[4])
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('XADD', KEYS[5], '*', 'status', ARGV[7])
+redis.call('EXPIRE', KEYS[5], ARGV[8])
 if ARGV[5] ~= '' then
-  redis.call('LPUSH', KEYS[5], ARGV[5])
-  redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[6]) - 1)
+  redis.call('LPUSH', KEYS[6], ARGV[5])
+  redis.call('LTRIM', KEYS[6], 0, tonumber(ARGV[6]) - 1)
 end
 return 1
