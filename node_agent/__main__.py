@@ -23,6 +23,7 @@ from node_agent.replies import ReplyStore
 from node_agent.settings import Settings, SettingsError
 
 log = logging.getLogger("node_agent")
+AWS_THREADS = 4
 
 
 async def identify(settings: Settings) -> Identity:
@@ -42,12 +43,10 @@ async def identify(settings: Settings) -> Identity:
 
 async def amain(settings: Settings) -> None:
     identity = await identify(settings)
-    workers = max(4, min(32, settings.max_concurrency))
+    # Few threads for AWS calls: a PUT is short, and every extra thread holding the GIL for botocore's
+    # ~3 ms of CPU delays the event loop that streams the jobs (measured with bench/agent.py).
+    workers = AWS_THREADS
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="aws")
-    if os.environ.get("TL_EXPERIMENT_SWITCH"):
-        sys.setswitchinterval(float(os.environ["TL_EXPERIMENT_SWITCH"]))
-    if os.environ.get("TL_EXPERIMENT_S3_THREADS"):
-        executor = ThreadPoolExecutor(max_workers=int(os.environ["TL_EXPERIMENT_S3_THREADS"]))
     aws = Config(
         region_name=identity.region,
         retries={"mode": "standard", "max_attempts": 3},
