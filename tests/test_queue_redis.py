@@ -16,6 +16,11 @@ from jobqueue.queue import AsyncJobQueue, EnqueueError, JobQueue, script_source
 pytestmark = pytest.mark.slow
 
 
+def async_client(r: redis.Redis) -> redis.asyncio.Redis:
+    """An asyncio client (the agent's kind) on the same server as the test's synchronous one."""
+    return redis.asyncio.Redis(port=r.connection_pool.connection_kwargs["port"])
+
+
 def enqueue_raw(r: redis.Redis, key: str, payload: str) -> object:
     return r.eval(script_source("enqueue"), 2, key, contract.QUEUE_STREAM, payload, contract.JOB_TTL_S, 1000)
 
@@ -79,7 +84,7 @@ def test_full_queue_refuses_new_jobs(r: redis.Redis) -> None:
 
 def test_attempts_are_counted_then_exhausted_and_a_settled_job_is_not_run_again(r: redis.Redis) -> None:
     async def scenario() -> None:
-        client = redis.asyncio.Redis.from_url(f"redis://127.0.0.1:{r.connection_pool.connection_kwargs['port']}")
+        client = async_client(r)
         q = AsyncJobQueue(client, "agent-a")
         await q.ensure_group()
         job = contract.new_job("hello", "u")
@@ -107,7 +112,7 @@ def test_attempts_are_counted_then_exhausted_and_a_settled_job_is_not_run_again(
 
 def test_shutdown_hand_back_does_not_count_as_an_attempt(r: redis.Redis) -> None:
     async def scenario() -> None:
-        client = redis.asyncio.Redis.from_url(f"redis://127.0.0.1:{r.connection_pool.connection_kwargs['port']}")
+        client = async_client(r)
         a, b = AsyncJobQueue(client, "agent-a"), AsyncJobQueue(client, "agent-b")
         await a.ensure_group()
         job = contract.new_job("hello", "u")
@@ -125,7 +130,7 @@ def test_shutdown_hand_back_does_not_count_as_an_attempt(r: redis.Redis) -> None
 
 def test_refresh_keeps_own_claims_and_reports_those_taken_over(r: redis.Redis) -> None:
     async def scenario() -> None:
-        client = redis.asyncio.Redis.from_url(f"redis://127.0.0.1:{r.connection_pool.connection_kwargs['port']}")
+        client = async_client(r)
         a, b = AsyncJobQueue(client, "agent-a"), AsyncJobQueue(client, "agent-b")
         await a.ensure_group()
         for _ in range(2):
@@ -142,7 +147,7 @@ def test_refresh_keeps_own_claims_and_reports_those_taken_over(r: redis.Redis) -
 
 def test_expired_job_is_reported_not_dropped(r: redis.Redis) -> None:
     async def scenario() -> None:
-        client = redis.asyncio.Redis.from_url(f"redis://127.0.0.1:{r.connection_pool.connection_kwargs['port']}")
+        client = async_client(r)
         q = AsyncJobQueue(client, "agent-a")
         await q.ensure_group()
         job = contract.new_job("hello", "u")
