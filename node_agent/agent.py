@@ -41,7 +41,8 @@ TRANSIENT: Final = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutEr
 
 async def stop_tasks(tasks: list[asyncio.Task[None]], timeout_s: float = 5.0) -> None:
     """Cancel background loops and wait for them, boundedly. The loops also end on the shutdown flag, so a
-    library that swallows a cancellation (seen with HTTP clients under asyncio) cannot keep the agent alive."""
+    client library that swallows a cancellation (redis-py 8.0/8.1's asyncio client did) cannot keep the agent
+    alive."""
     for task in tasks:
         task.cancel()
     _, stuck = await asyncio.wait(tasks, timeout=timeout_s)
@@ -50,8 +51,8 @@ async def stop_tasks(tasks: list[asyncio.Task[None]], timeout_s: float = 5.0) ->
 
 
 async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
-    """Wait for an event at most ``timeout_s``. (``asyncio.wait_for`` on Python 3.11 can swallow a
-    cancellation that arrives as the event fires, which would leave a loop running after shutdown.)"""
+    """Wait for an event at most ``timeout_s``. ``asyncio.timeout`` rather than ``asyncio.wait_for``: on
+    Python 3.11, ``wait_for`` may drop a cancellation that arrives just as the awaited future completes."""
     try:
         async with asyncio.timeout(timeout_s):
             await event.wait()
