@@ -43,12 +43,6 @@ def wait_until(check: Callable[[], bool], timeout_s: float, what: str, interval_
     raise StackError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
-def port_open(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
 def http_ok(url: str) -> bool:
     try:
         return httpx.get(url, timeout=1.0).status_code == httpx.codes.OK

@@ -12,7 +12,7 @@ import boto3
 import redis
 from botocore.config import Config
 
-from devstack.procs import CACHE, Process, StackError, free_port, http_ok, port_open, venv_tool, wait_until
+from devstack.procs import CACHE, Process, StackError, free_port, http_ok, venv_tool, wait_until
 
 MODEL_FILE: Final = CACHE / "models" / "gemma3-270m-q4_k_m.gguf"
 MODEL_ALIAS: Final = "gemma3-270m"
@@ -165,6 +165,3 @@ class LlamaServer(Process):
             return http_ok(f"{self.url}/health")
 
         wait_until(ready, 120, f"llama-server on port {self.port}")
-
-    def listening(self) -> bool:
-        return port_open(self.port)
