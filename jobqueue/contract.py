@@ -35,6 +35,12 @@ QUEUE_STREAM: Final = "tl:queue"
 CONSUMER_GROUP: Final = "tl:agents"
 DEAD_LETTERS: Final = "tl:deadletter"
 HEARTBEAT: Final = "tl:heartbeat"
+WAKE: Final = "tl:wake"
+"""Set by the router when it queued a job for a node that was not serving; a node that stops while this
+key exists and jobs wait is started again (the EC2 state-change event reaches the router)."""
+
+THROTTLE_BURST: Final = 5
+THROTTLE_PER_MINUTE: Final = 20
 
 _UUID4: Final = "[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
 UUID4_RE: Final = re.compile(f"^{_UUID4}$")
@@ -56,6 +62,16 @@ def result_key(job_id: str) -> str:
 
 def reply_stream_key(job_id: str) -> str:
     return f"reply:{job_id}"
+
+
+def owner_key(job_id: str) -> str:
+    """Who submitted a job; kept as long as its result, so that only its owner may read it."""
+    return f"owner:{job_id}"
+
+
+def rate_key(user: str) -> str:
+    """Token bucket of one user (the token's ``sub``)."""
+    return f"rate:{user}"
 
 
 def reply_object_key(job_id: str) -> str:

@@ -113,10 +113,11 @@ def dead_letter_payload(job_id: str, reason: str, raw: str, at: float) -> str:
 
 
 def _enqueue_call(job: Job) -> tuple[list[str], list[Any]]:
-    return [contract.job_key(job["id"]), contract.QUEUE_STREAM], [
+    return [contract.job_key(job["id"]), contract.QUEUE_STREAM, contract.owner_key(job["id"])], [
         contract.encode(job),
         contract.JOB_TTL_S,
         contract.MAX_QUEUE_LENGTH,
+        contract.RESULT_TTL_S,
     ]
 
 
@@ -130,12 +131,24 @@ def _per_job_keys(job_id: str) -> list[str]:
     ]
 
 
+@dataclass(frozen=True)
+class Progress:
+    """Where a job stands, as far as Redis knows (``owner`` is None for an unknown or forgotten job)."""
+
+    owner: str | None
+    result: dict[str, Any] | None
+    queued: bool
+    started: bool
+    text: str
+
+
 class JobQueue:
-    """Synchronous side, for the router: enqueue and read what the agent published."""
+    """Synchronous side, for the router: throttle, enqueue, and read what the agent published."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
         self._enqueue = client.register_script(script_source("enqueue"))
+        self._throttle = client.register_script(script_source("throttle"))
 
     def enqueue(self, job: Job) -> str:
         """Store and queue a job atomically; returns the stream entry id."""
@@ -144,6 +157,13 @@ class JobQueue:
             return _text(self._enqueue(keys=keys, args=args))
         except redis.ResponseError as exc:
             raise _enqueue_error(exc) from None
+
+    def take_token(
+        self, user: str, burst: int = contract.THROTTLE_BURST, per_minute: int = contract.THROTTLE_PER_MINUTE
+    ) -> int:
+        """Spend one of ``user``'s tokens: 0 when the call may go ahead, else milliseconds until it may."""
+        allowed, wait_ms = self._throttle(keys=[contract.rate_key(user)], args=[burst, per_minute / 60])
+        return 0 if int(allowed) else max(int(wait_ms), 1)
 
     def depth(self) -> int:
         return int(cast(int, self.redis.xlen(contract.QUEUE_STREAM)))
@@ -156,9 +176,56 @@ class JobQueue:
         """The settled status of a job (``done`` / ``failed`` / ``expired``), or None while it is not settled."""
         return self._json(contract.result_key(job_id))
 
+    def progress(self, job_id: str) -> Progress:
+        """Everything the result route needs about one job, read in one round trip."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(contract.owner_key(job_id))
+            pipe.get(contract.result_key(job_id))
+            pipe.exists(contract.job_key(job_id))
+            pipe.exists(contract.attempts_key(job_id))
+            pipe.xrange(contract.reply_stream_key(job_id))
+            owner, result, queued, started, stream = pipe.execute()
+        return Progress(
+            owner=None if owner is None else _text(owner),
+            result=None if result is None else dict(json.loads(result)),
+            queued=bool(queued),
+            started=bool(started),
+            text=partial_text(stream),
+        )
+
+    def request_wake(self) -> None:
+        """Ask for the node to be started again should it stop while jobs wait (see ``contract.WAKE``)."""
+        self.redis.set(contract.WAKE, "1", ex=contract.JOB_TTL_S)
+
+    def take_wake(self) -> bool:
+        """Consume the wake request: True when there was one and jobs still wait."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.getdel(contract.WAKE)
+            pipe.xlen(contract.QUEUE_STREAM)
+            wake, depth = pipe.execute()
+        return wake is not None and int(depth) > 0
+
+    def cancel_wake(self) -> None:
+        self.redis.delete(contract.WAKE)
+
     def _json(self, key: str) -> dict[str, Any] | None:
         raw = cast(bytes | None, self.redis.get(key))
         return None if raw is None else dict(json.loads(raw))
+
+
+def partial_text(entries: list[Any]) -> str:
+    """The live text of the latest attempt, from the entries of ``reply:<id>``.
+
+    ``begin`` writes an ``attempt`` marker before each attempt, so text of an attempt that died is dropped.
+    """
+    parts: list[str] = []
+    for _, raw in entries:
+        fields = {_text(k): _text(v) for k, v in raw.items()}
+        if "attempt" in fields:
+            parts.clear()
+        elif "text" in fields:
+            parts.append(fields["text"])
+    return "".join(parts)
 
 
 class AsyncJobQueue:

@@ -1,0 +1,1 @@
+"""The Lambda functions: ``lambdas/<name>/handler.py`` each, over shared code in ``lambdas/common``."""

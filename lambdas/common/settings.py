@@ -1,0 +1,178 @@
+"""The functions' configuration: one object, read from ``TL_*`` environment variables.
+
+Every variable, its default and its meaning is in ``SETTINGS``; the README table is checked against it by a
+test. A value that is malformed fails at start with every problem listed; a value that only some functions
+need (the reply bucket, the cost topic) is checked by ``require`` where it is used.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from jobqueue import contract
+
+
+class SettingsError(ValueError):
+    """One or more variables are invalid or missing; the message names each with the reason."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    env: str
+    default: str
+    help: str
+
+
+SETTINGS: Final = {
+    "redis_url": Setting("TL_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis holding the job queue."),
+    "redis_timeout_s": Setting("TL_REDIS_TIMEOUT_S", "1", "Connect and command timeout for Redis, seconds."),
+    "jwks_url": Setting("TL_JWKS_URL", "", "Cognito JWKS (`…/<pool>/.well-known/jwks.json`). Required for routes."),
+    "jwt_issuer": Setting("TL_JWT_ISSUER", "", "Expected `iss`: `https://cognito-idp.<region>.amazonaws.com/<pool>`."),
+    "jwt_audience": Setting("TL_JWT_AUDIENCE", "", "Expected `aud`: the Cognito app client id."),
+    "jwt_token_use": Setting("TL_JWT_TOKEN_USE", "id", "Expected `token_use` (Cognito id tokens carry `aud`)."),
+    "node_tag": Setting("TL_NODE_TAG", "env=tinyllama", "Tag `key=value` that marks the node instance."),
+    "reply_bucket": Setting("TL_REPLY_BUCKET", "", "S3 bucket of the replies (`replies/<id>.json`)."),
+    "disable_router": Setting(
+        "TL_DISABLE_LAM_ROUTER",
+        "",
+        "Kill switch: any value but empty/0/false/off answers 503 on every route but /ping.",
+    ),
+    "throttle_burst": Setting("TL_THROTTLE_BURST", str(contract.THROTTLE_BURST), "Per-user burst of /infer calls."),
+    "throttle_per_minute": Setting(
+        "TL_THROTTLE_PER_MINUTE", str(contract.THROTTLE_PER_MINUTE), "Per-user sustained /infer calls a minute."
+    ),
+    "start_eta_s": Setting("TL_START_ETA_S", "90", "The `eta` a cold boot answers with, seconds."),
+    "presign_ttl_s": Setting("TL_PRESIGN_TTL_S", "900", "Lifetime of the presigned reply URL, seconds."),
+    "admin_group": Setting("TL_ADMIN_GROUP", "admin", "Cognito group allowed to resize the node."),
+    "resize_targets": Setting(
+        "TL_RESIZE_TARGETS", "g4dn.xlarge,t3.small", "Instance types `/resize` accepts, comma-separated."
+    ),
+    "resize_mode": Setting(
+        "TL_RESIZE_MODE", "async", "`async`: /resize answers 202 and the function re-invokes itself; `inline` waits."
+    ),
+    "health_max_ms": Setting("TL_HEALTH_MAX_MS", "200", "queue_health fails when Redis PING takes longer."),
+    "budget_release_eip": Setting("TL_BUDGET_RELEASE_EIP", "off", "budget_killer also releases the node's EIP."),
+    "budget_delete_redis": Setting(
+        "TL_BUDGET_DELETE_REDIS", "off", "budget_killer also deletes the ElastiCache cluster `TL_REDIS_CLUSTER_ID`."
+    ),
+    "redis_cluster_id": Setting("TL_REDIS_CLUSTER_ID", "", "ElastiCache cluster id (for budget_killer)."),
+    "usd_eur_rate": Setting(
+        "TL_USD_EUR_RATE", "0.86", "EUR per USD, for accounts billed in USD (cost_publisher, cost_summary)."
+    ),
+    "budget_eur": Setting("TL_BUDGET_EUR", "20", "Monthly budget the cost summary compares against, EUR."),
+    "cost_topic_arn": Setting("TL_COST_TOPIC_ARN", "", "SNS topic of the daily cost summary."),
+}
+
+_OFF: Final = frozenset({"", "0", "false", "off", "no"})
+
+
+def _int(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = int(raw)
+        if not lo <= value <= hi:
+            raise ValueError(f"must be between {lo} and {hi}")
+        return value
+
+    return parse
+
+
+def _positive(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _switch(raw: str) -> bool:
+    return raw.strip().lower() not in _OFF
+
+
+def _tag(raw: str) -> tuple[str, str]:
+    key, sep, value = raw.partition("=")
+    if not sep or not key.strip() or not value.strip():
+        raise ValueError("must be key=value")
+    return key.strip(), value.strip()
+
+
+def _targets(raw: str) -> tuple[str, ...]:
+    targets = tuple(t.strip() for t in raw.split(",") if t.strip())
+    if not targets:
+        raise ValueError("must name at least one instance type")
+    return targets
+
+
+def _mode(raw: str) -> str:
+    if raw not in ("async", "inline"):
+        raise ValueError("must be async or inline")
+    return raw
+
+
+_PARSERS: Final[dict[str, Callable[[str], Any]]] = {
+    "redis_timeout_s": _positive,
+    "throttle_burst": _int(1, 1000),
+    "throttle_per_minute": _int(1, 60_000),
+    "start_eta_s": _int(0, 3600),
+    "presign_ttl_s": _int(60, 7 * 86_400),
+    "resize_targets": _targets,
+    "resize_mode": _mode,
+    "health_max_ms": _int(1, 60_000),
+    "node_tag": _tag,
+    "disable_router": _switch,
+    "budget_release_eip": _switch,
+    "budget_delete_redis": _switch,
+    "usd_eur_rate": _positive,
+    "budget_eur": _positive,
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str
+    redis_timeout_s: float
+    jwks_url: str
+    jwt_issuer: str
+    jwt_audience: str
+    jwt_token_use: str
+    node_tag: tuple[str, str]
+    reply_bucket: str
+    disable_router: bool
+    throttle_burst: int
+    throttle_per_minute: int
+    start_eta_s: int
+    presign_ttl_s: int
+    admin_group: str
+    resize_targets: tuple[str, ...]
+    resize_mode: str
+    health_max_ms: int
+    budget_release_eip: bool
+    budget_delete_redis: bool
+    redis_cluster_id: str
+    usd_eur_rate: float
+    budget_eur: float
+    cost_topic_arn: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        source = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        problems: list[str] = []
+        for name, setting in SETTINGS.items():
+            raw = source.get(setting.env, setting.default)
+            parse = _PARSERS.get(name, str)
+            try:
+                values[name] = parse(raw)
+            except ValueError as exc:
+                reason = str(exc) if parse is not int and "invalid literal" not in str(exc) else "must be a number"
+                problems.append(f"{setting.env}={raw!r}: {reason}")
+        if problems:
+            raise SettingsError("invalid configuration: " + "; ".join(problems))
+        return cls(**values)
+
+    def require(self, *names: str) -> None:
+        """Fail with every missing variable named, for settings that only some functions need."""
+        missing = [SETTINGS[n].env for n in names if not getattr(self, n)]
+        if missing:
+            raise SettingsError("missing configuration: " + ", ".join(f"{m} is required" for m in missing))

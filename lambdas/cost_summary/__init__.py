@@ -1,0 +1,1 @@
+"""cost_summary: a daily, readable cost summary sent to an SNS topic (e-mail subscribers)."""

@@ -1,0 +1,47 @@
+"""Lambda entry point of cost_summary: ``lambdas.cost_summary.handler.handler``."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import boto3
+
+from lambdas.common.costs import Spend, forecast_month, month_to_date
+from lambdas.common.logs import log
+from lambdas.common.settings import Settings
+
+
+def summary_text(spend: Spend, today: dt.date, budget_eur: float) -> tuple[str, str]:
+    forecast = forecast_month(spend.eur, today)
+    state = "over" if forecast > budget_eur else "within"
+    subject = f"tinyllama-shape: €{spend.eur:.2f} so far in {today:%B %Y}"
+    lines = [
+        f"Cost of the tinyllama-shape account, {today.replace(day=1):%d %b} – {today:%d %b %Y}:",
+        "",
+        f"  month to date   €{spend.eur:8.2f}",
+        f"  month forecast  €{forecast:8.2f}  (straight line; {state} the €{budget_eur:.2f} budget)",
+        "",
+    ]
+    if spend.by_service_eur:
+        lines.append("By service:")
+        ranked = sorted(spend.by_service_eur.items(), key=lambda kv: kv[1], reverse=True)
+        lines.extend(f"  €{eur:8.2f}  {name}" for name, eur in ranked if eur >= 0.005)  # noqa: PLR2004
+        lines.append("")
+    if spend.unit != "EUR":
+        lines.append(f"Billed in {spend.unit}: {spend.amount:.2f} {spend.unit}, converted at the configured rate.")
+    return subject[:99], "\n".join(lines)
+
+
+def send(ce: Any, sns: Any, s: Settings, today: dt.date) -> dict[str, Any]:
+    s.require("cost_topic_arn")
+    spend = month_to_date(ce, today, s.usd_eur_rate, by_service=True)
+    subject, text = summary_text(spend, today, s.budget_eur)
+    sns.publish(TopicArn=s.cost_topic_arn, Subject=subject, Message=text)
+    log("info", "cost summary sent", eur=round(spend.eur, 2), topic=s.cost_topic_arn)
+    return {"sent": True, "subject": subject}
+
+
+def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
+    s = Settings.from_env()
+    return send(boto3.client("ce", region_name="us-east-1"), boto3.client("sns"), s, dt.datetime.now(dt.UTC).date())

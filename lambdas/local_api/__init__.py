@@ -1,0 +1,1 @@
+"""The HTTP API on localhost: the same routes, authorizer rules, CORS and access log as the AWS edge."""

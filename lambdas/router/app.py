@@ -1,0 +1,294 @@
+"""The router's decisions. ``handler.py`` builds one ``Router`` per Lambda container and calls ``handle``.
+
+Events it answers:
+* API Gateway HTTP API (payload 2.0): ``POST /infer``, ``GET /result/{id}``, ``POST /stop``, ``GET /ping``;
+* EventBridge "EC2 Instance State-change Notification" for the node: when the node has stopped while a job
+  was queued for it (the agent decided to stop just as the job came in), start it again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+import redis
+from botocore.exceptions import BotoCoreError, ClientError
+
+from jobqueue import contract
+from jobqueue.queue import EnqueueError, JobQueue
+from lambdas import routes
+from lambdas.common import metrics
+from lambdas.common.auth import AuthError, Claims, JwksCache, KeysUnavailable, Verifier
+from lambdas.common.clients import aws, redis_client
+from lambdas.common.http import HttpError, Request, is_http_event, respond
+from lambdas.common.logs import log
+from lambdas.common.node import Node, find_node
+from lambdas.common.settings import Settings
+from lambdas.router.schema import parse_infer
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_s3 import S3Client
+
+AWS_ERRORS: Final = (ClientError, BotoCoreError)
+
+
+def _redis_down(exc: Exception) -> HttpError:
+    log("error", "redis unavailable", error=f"{type(exc).__name__}: {exc}")
+    metrics.emit({"RedisEnqueueFail": 1})
+    return HttpError(503, "the job queue is unavailable; nothing was queued, try again", status="unavailable")
+
+
+class Router:
+    def __init__(
+        self,
+        settings: Settings,
+        queue: JobQueue,
+        ec2: EC2Client,
+        s3: S3Client,
+        verifier: Verifier,
+        *,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.s = settings
+        self.queue = queue
+        self.ec2 = ec2
+        self.s3 = s3
+        self.verifier = verifier
+        self.clock = clock
+
+    @classmethod
+    def from_env(cls) -> Router:
+        s = Settings.from_env()
+        s.require("jwks_url", "jwt_issuer", "jwt_audience", "reply_bucket")
+        return cls(
+            s,
+            JobQueue(redis_client(s.redis_url, s.redis_timeout_s)),
+            aws("ec2"),
+            aws("s3"),
+            Verifier(JwksCache(s.jwks_url), s.jwt_issuer, s.jwt_audience, s.jwt_token_use),
+        )
+
+    # ------------------------------------------------------------------ dispatch
+
+    def handle(self, event: dict[str, Any], context: object = None) -> dict[str, Any]:
+        if is_http_event(event):
+            return self.http(Request.from_event(event))
+        if event.get("source") == "aws.ec2" and event.get("detail-type") == "EC2 Instance State-change Notification":
+            return self.node_changed(event.get("detail") or {})
+        log("warning", "event ignored: neither an HTTP API request nor an EC2 state change", keys=sorted(event))
+        return {"ignored": True}
+
+    def http(self, req: Request) -> dict[str, Any]:
+        started = self.clock()
+        user = ""
+        route = self._route(req)
+        try:
+            if route is None:
+                response = respond(404, {"message": f"no route {req.method} {req.path}"})
+            elif route.path == "/ping":
+                response = respond(200, {"status": "ok"})
+            elif self.s.disable_router:
+                response = respond(503, {"status": "disabled", "message": "the router is switched off"})
+            else:
+                claims = self._authenticate(req)
+                user = claims.sub
+                response = self._serve(route, req, claims)
+        except HttpError as exc:
+            response = exc.response()
+        latency = round((self.clock() - started) * 1000, 2)
+        log("info", "request", requestId=req.request_id, route=req.route, status=response["statusCode"],
+            latencyMs=latency, user=user)  # fmt: skip
+        return response
+
+    def _route(self, req: Request) -> routes.Route | None:
+        for route in routes.ROUTES:
+            if route.function == "router" and route.key == req.route:
+                return route
+        found = routes.match(req.method, req.path)  # a $default route: match the path ourselves
+        return found[0] if found and found[0].function == "router" else None
+
+    def _authenticate(self, req: Request) -> Claims:
+        try:
+            return self.verifier.claims(req.headers.get("authorization"))
+        except AuthError as exc:
+            raise HttpError(exc.status, exc.reason) from None
+        except KeysUnavailable as exc:
+            log("error", "cannot verify tokens", error=str(exc))
+            raise HttpError(503, "cannot verify tokens right now; try again", status="unavailable") from None
+
+    def _serve(self, route: routes.Route, req: Request, claims: Claims) -> dict[str, Any]:
+        if route.path == "/infer":
+            return self.infer(req, claims)
+        if route.path == "/result/{id}":
+            job_id = req.path_params.get("id") or req.path.rsplit("/", 1)[-1]
+            return self.result(job_id, claims)
+        return self.stop(claims)
+
+    # ------------------------------------------------------------------ POST /infer
+
+    def infer(self, req: Request, claims: Claims) -> dict[str, Any]:
+        if req.body_error:
+            raise HttpError(400, req.body_error, field="body")
+        body = parse_infer(req.raw_body)
+        try:
+            wait_ms = self.queue.take_token(claims.sub, self.s.throttle_burst, self.s.throttle_per_minute)
+            beat = self.queue.heartbeat()
+        except redis.RedisError as exc:
+            raise _redis_down(exc) from None
+        if wait_ms:
+            retry_after = max(1, math.ceil(wait_ms / 1000))
+            metrics.emit({"RateLimitBreaches": 1})
+            raise HttpError(
+                429,
+                f"too many requests: {self.s.throttle_burst} at once, {self.s.throttle_per_minute} a minute",
+                headers={"retry-after": str(retry_after)},
+                retryAfter=retry_after,
+            )
+        job = contract.new_job(
+            body.prompt,
+            claims.sub,
+            idle_minutes=body.idle_minutes,
+            max_tokens=body.max_tokens,
+            temperature=body.temperature,
+        )
+        serving = beat is not None and beat.get("state") != "draining"
+        node = None if serving else self._wake_node()
+        try:
+            self.queue.enqueue(job)
+            if node is not None and node.state != "stopped":
+                # Running without a heartbeat (booting or draining), pending, or stopping: if it stops
+                # now, the EC2 state-change event must start it again for this job.
+                self.queue.request_wake()
+        except EnqueueError as exc:
+            log("error", "job refused by the queue", code=exc.code, error=str(exc), id=job["id"])
+            metrics.emit({"RedisEnqueueFail": 1})
+            raise HttpError(
+                503, f"the queue refused the job ({exc.code}): try again later", status="unavailable",
+                headers={"retry-after": "30"},
+            ) from None  # fmt: skip
+        except redis.RedisError as exc:
+            raise _redis_down(exc) from None
+        headers = {"x-request-id": job["id"]}
+        if serving:
+            return respond(202, {"status": "queued", "id": job["id"]}, headers)
+        return respond(202, {"status": "starting", "eta": self.s.start_eta_s, "id": job["id"]}, headers)
+
+    def _wake_node(self) -> Node:
+        """No agent is serving: find the node and start it if it is stopped (exactly once)."""
+        try:
+            node = find_node(self.ec2, self.s.node_tag)
+        except AWS_ERRORS as exc:
+            log("error", "cannot look up the node", error=str(exc))
+            raise HttpError(503, "cannot reach EC2 to start the node; try again", status="unavailable") from None
+        tag = "=".join(self.s.node_tag)
+        if node is None:
+            raise HttpError(503, f"no instance tagged {tag}: deploy the node first", status="no-node")
+        if node.held:
+            raise HttpError(
+                503,
+                f"the node is held ({node.tags['tl-hold']}): starts are refused until the tl-hold tag is removed",
+                status="held",
+            )
+        if node.state == "stopped" and not node.resizing:
+            try:
+                self.ec2.start_instances(InstanceIds=[node.instance_id])
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                if code != "IncorrectInstanceState":  # started by someone else meanwhile: fine
+                    log("error", "node did not start", instance=node.instance_id, code=code, error=str(exc))
+                    raise HttpError(
+                        503, f"the node could not be started ({code}); nothing was queued, try again later",
+                        status="unavailable", headers={"retry-after": "60"},
+                    ) from None  # fmt: skip
+            else:
+                metrics.emit({"EC2Starts": 1}, instance=node.instance_id)
+                log("info", "node started", instance=node.instance_id)
+        return node
+
+    # ------------------------------------------------------------------ GET /result/{id}
+
+    def result(self, job_id: str, claims: Claims) -> dict[str, Any]:
+        not_found = HttpError(404, f"no job {job_id[:64]} of yours")
+        if not contract.UUID4_RE.match(job_id):
+            raise not_found
+        try:
+            progress = self.queue.progress(job_id)
+            beat = None if progress.result or progress.started else self.queue.heartbeat()
+        except redis.RedisError as exc:
+            log("error", "redis unavailable", error=str(exc))
+            raise HttpError(503, "the job queue is unavailable; try again", status="unavailable") from None
+        if progress.owner is None or progress.owner != claims.sub:
+            raise not_found
+        body: dict[str, Any] = {"id": job_id}
+        if progress.result is not None:
+            body["status"] = progress.result["status"]
+            if progress.result.get("error"):
+                body["error"] = progress.result["error"]
+            body.update(self._reply(job_id))
+        elif progress.started:
+            body.update(status="running", text=progress.text)
+        elif progress.queued:
+            body["status"] = "queued" if beat is not None and beat.get("state") != "draining" else "starting"
+        else:
+            body["status"] = "expired"  # never claimed within its TTL; the agent writes the reply when it runs
+        return respond(200, body)
+
+    def _reply(self, job_id: str) -> dict[str, Any]:
+        key = contract.reply_object_key(job_id)
+        try:
+            obj = self.s3.get_object(Bucket=self.s.reply_bucket, Key=key)
+            reply = json.loads(obj["Body"].read())
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return {}
+            log("error", "reply not readable", key=key, error=str(exc))
+            raise HttpError(503, "the reply store is unavailable; try again", status="unavailable") from None
+        except (BotoCoreError, ValueError) as exc:
+            log("error", "reply not readable", key=key, error=str(exc))
+            raise HttpError(503, "the reply store is unavailable; try again", status="unavailable") from None
+        url = self.s3.generate_presigned_url(
+            "get_object", Params={"Bucket": self.s.reply_bucket, "Key": key}, ExpiresIn=self.s.presign_ttl_s
+        )
+        return {"reply": reply, "url": url}
+
+    # ------------------------------------------------------------------ POST /stop
+
+    def stop(self, claims: Claims) -> dict[str, Any]:
+        try:
+            node = find_node(self.ec2, self.s.node_tag)
+            if node is None:
+                raise HttpError(404, f"no instance tagged {'='.join(self.s.node_tag)}")
+            if node.state not in ("pending", "running"):
+                return respond(200, {"status": node.state, "instance": node.instance_id})
+            self.ec2.stop_instances(InstanceIds=[node.instance_id])
+        except AWS_ERRORS as exc:
+            log("error", "node not stopped", error=str(exc))
+            raise HttpError(503, "cannot reach EC2 to stop the node; try again", status="unavailable") from None
+        try:
+            self.queue.cancel_wake()  # a stop asked for is not undone by a job that was waiting
+        except redis.RedisError as exc:
+            log("warning", "wake request not cancelled", error=str(exc))
+        metrics.emit({"NodeStops": 1}, instance=node.instance_id, user=claims.sub)
+        log("info", "node stop requested", instance=node.instance_id, user=claims.sub)
+        return respond(202, {"status": "stopping", "instance": node.instance_id})
+
+    # ------------------------------------------------------------------ EC2 state change
+
+    def node_changed(self, detail: dict[str, Any]) -> dict[str, Any]:
+        if detail.get("state") != "stopped":
+            return {"action": "none"}
+        node = find_node(self.ec2, self.s.node_tag)
+        if node is None or node.instance_id != detail.get("instance-id") or node.state != "stopped":
+            return {"action": "none"}
+        if node.held or node.resizing:
+            return {"action": "none", "reason": "held" if node.held else "resizing"}
+        if not self.queue.take_wake():
+            return {"action": "none"}
+        self.ec2.start_instances(InstanceIds=[node.instance_id])
+        metrics.emit({"EC2Starts": 1}, instance=node.instance_id, reason="jobs-waiting")
+        log("info", "node started again: jobs were queued while it stopped", instance=node.instance_id)
+        return {"action": "started", "instance": node.instance_id}
