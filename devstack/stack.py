@@ -66,6 +66,7 @@ class Stack:
         self.moto = MotoServer(workdir / "moto")
         self.agents: list[Process] = []
         self.instance_id = ""
+        self._image = ""
 
     # ------------------------------------------------------------ start and stop
 
@@ -79,7 +80,9 @@ class Stack:
         """The reply bucket and a running node instance tagged env=tinyllama, as the AWS stack would have."""
         self.s3().create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": AWS_REGION})
         ec2 = self.ec2()
-        image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+        if not self._image:  # listing moto's AMIs takes ~2 s; their ids survive a reset
+            self._image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+        image = self._image
         made = ec2.run_instances(
             ImageId=image,
             InstanceType="t3.small",
@@ -88,6 +91,20 @@ class Stack:
             TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": NODE_TAG_KEY, "Value": NODE_TAG_VALUE}]}],
         )
         self.instance_id = made["Instances"][0]["InstanceId"]
+
+    def reset(self) -> None:
+        """Back to a fresh stack without restarting moto (its start-up costs seconds): stop the agents, empty
+        Redis (starting it again if a test stopped it), and reset the local AWS to the prepared state."""
+        for agent in self.agents:
+            agent.stop()
+        self.agents.clear()
+        if not self.redis.alive():
+            self.redis.start()
+        self.redis.client().flushall()
+        import httpx  # noqa: PLC0415
+
+        httpx.post(f"{self.moto.url}/moto-api/reset", timeout=10).raise_for_status()
+        self.prepare_aws()
 
     def stop(self) -> None:
         for agent in self.agents:

@@ -9,7 +9,8 @@ import pytest
 import redis
 
 from devstack.servers import LlamaServer, RedisServer
-from devstack.stack import Stack, StandInServer
+from devstack.stack import BUCKET, Stack, StandInServer
+from tests.support import AUDIENCE, ISSUER, JwksServer, SigningKey
 
 
 @pytest.fixture
@@ -32,6 +33,19 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         for agent in running.agents:
             if agent.alive():
                 print(f"--- {agent.name} log tail ---\n{agent.tail(40)}")
+
+
+@pytest.fixture(scope="module")
+def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One stack for a whole module; ``fresh_stack`` resets it before each test."""
+    with Stack(tmp_path_factory.mktemp("stack")) as running:
+        yield running
+
+
+@pytest.fixture
+def fresh_stack(shared_stack: Stack) -> Stack:
+    shared_stack.reset()
+    return shared_stack
 
 
 @pytest.fixture
@@ -59,3 +73,28 @@ def llama(tmp_path: Path) -> Iterator[LlamaServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def signing_key() -> SigningKey:
+    return SigningKey("test-key-1")
+
+
+@pytest.fixture
+def jwks(signing_key: SigningKey) -> Iterator[JwksServer]:
+    server = JwksServer([signing_key]).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def function_env(stack: Stack, jwks: JwksServer) -> dict[str, str]:
+    """The TL_* environment of the functions, pointed at the local stack."""
+    return {
+        "TL_REDIS_URL": stack.redis.url,
+        "TL_JWKS_URL": jwks.url,
+        "TL_JWT_ISSUER": ISSUER,
+        "TL_JWT_AUDIENCE": AUDIENCE,
+        "TL_REPLY_BUCKET": BUCKET,
+        **stack.moto.aws_env(),
+    }

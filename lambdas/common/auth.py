@@ -138,9 +138,13 @@ class JwksCache:
             document = json.loads(self._fetch(self.url))
             keys: dict[str, rsa.PublicKey] = {}
             for jwk in document["keys"]:
-                if jwk.get("kty") == "RSA" and jwk.get("alg", ALGORITHM) == ALGORITHM and "kid" in jwk:
+                if jwk.get("kty") != "RSA" or jwk.get("alg", ALGORITHM) != ALGORITHM or "kid" not in jwk:
+                    continue
+                try:
                     keys[str(jwk["kid"])] = RsaSha256.from_jwk(jwk)
-        except (OSError, ValueError, KeyError, TypeError, jwt.InvalidKeyError) as exc:
+                except (jwt.InvalidKeyError, ValueError) as exc:  # one bad key does not discard the others
+                    log.warning("JWKS key skipped", extra={"kid": jwk["kid"], "error": str(exc)})
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             if not self._keys:
                 raise KeysUnavailable(f"signing keys unavailable from {self.url}: {exc}") from None
             log.warning("JWKS not refreshed; keeping the keys read before", extra={"error": str(exc)})

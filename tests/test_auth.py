@@ -1,0 +1,183 @@
+"""Token checks: the attack corpus, key caching and rotation, and a token that moto's Cognito issued."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Iterator
+
+import jwt
+import pytest
+
+from lambdas.common.auth import AuthError, JwksCache, KeysUnavailable, RsaSha256, Verifier
+from tests.support import AUDIENCE, ISSUER, JwksServer, SigningKey
+
+
+@pytest.fixture(scope="module")
+def key() -> SigningKey:
+    return SigningKey("key-1")
+
+
+@pytest.fixture(scope="module")
+def stranger() -> SigningKey:
+    return SigningKey("key-1")  # same kid, different key: a forged signature
+
+
+@pytest.fixture
+def jwks(key: SigningKey) -> Iterator[JwksServer]:
+    server = JwksServer([key]).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def verifier(jwks: JwksServer) -> Verifier:
+    return Verifier(JwksCache(jwks.url), ISSUER, AUDIENCE)
+
+
+def status_of(verifier: Verifier, header: str | None) -> tuple[int, str]:
+    with pytest.raises(AuthError) as caught:
+        verifier.claims(header)
+    return caught.value.status, caught.value.reason
+
+
+def test_a_valid_id_token_gives_its_claims(verifier: Verifier, key: SigningKey) -> None:
+    claims = verifier.claims("Bearer " + key.token(sub="user-1", **{"cognito:groups": ["admin"]}))
+    assert (claims.sub, claims.username, claims.groups) == ("user-1", "alice", ("admin",))
+    assert verifier.claims(key.token(sub="bare")).sub == "bare"  # without "Bearer", as API Gateway accepts
+
+
+@pytest.mark.parametrize("header", [None, "", "   "])
+def test_no_token_is_401(verifier: Verifier, header: str | None) -> None:
+    assert status_of(verifier, header)[0] == 401
+
+
+def _none_token() -> str:
+    return jwt.encode({"sub": "x", "iss": ISSUER, "aud": AUDIENCE, "token_use": "id", "exp": 2**40, "iat": 1},
+                      None, algorithm="none")  # fmt: skip
+
+
+def _tampered(token: str) -> str:
+    head, payload, sig = token.split(".")
+    claims = jwt.utils.base64url_decode(payload).replace(b'"alice"', b'"mallo"')
+    return ".".join([head, jwt.utils.base64url_encode(claims).decode(), sig])
+
+
+def _hs256_with_public_key(key: SigningKey) -> str:
+    """The classic confusion attack, built by hand (PyJWT itself refuses to sign it)."""
+    head = jwt.utils.base64url_encode(json.dumps({"alg": "HS256", "typ": "JWT", "kid": key.kid}).encode())
+    payload = key.token().split(".")[1].encode()
+    signing_input = head + b"." + payload
+    signature = hmac.new(key.public_pem(), signing_input, hashlib.sha256).digest()
+    return (signing_input + b"." + jwt.utils.base64url_encode(signature)).decode()
+
+
+ATTACKS = {
+    "alg none": lambda k, s: _none_token(),
+    "HS256 signed with the public key": lambda k, s: _hs256_with_public_key(k),
+    "expired": lambda k, s: k.token(exp=int(time.time()) - 60),
+    "not yet valid (nbf)": lambda k, s: k.token(nbf=int(time.time()) + 600),
+    "issued in the future (iat)": lambda k, s: k.token(iat=int(time.time()) + 600),
+    "wrong issuer": lambda k, s: k.token(iss="https://cognito-idp.eu-central-1.amazonaws.com/other-pool"),
+    "wrong audience": lambda k, s: k.token(aud="another-client"),
+    "access token (token_use)": lambda k, s: k.token(token_use="access"),
+    "no token_use": lambda k, s: k.token(token_use=None),
+    "no exp": lambda k, s: k.token(exp=None),
+    "unknown kid": lambda k, s: k.token(headers={"kid": "key-2"}),
+    "signed by another key": lambda k, s: s.token(),
+    "tampered payload": lambda k, s: _tampered(k.token()),
+    "truncated signature": lambda k, s: k.token()[:-20],
+    "not a JWT": lambda k, s: "not.a.jwt",
+    "garbage": lambda k, s: "🦙" * 10,
+    "RS512 header": lambda k, s: jwt.encode({"sub": "x"}, k.private, algorithm="RS512", headers={"kid": k.kid}),
+    "huge": lambda k, s: "a" * 9000,
+}
+
+
+@pytest.mark.parametrize("attack", sorted(ATTACKS))
+def test_every_forged_or_unfit_token_is_403(
+    verifier: Verifier, key: SigningKey, stranger: SigningKey, attack: str
+) -> None:
+    token = ATTACKS[attack](key, stranger)
+    status, reason = status_of(verifier, f"Bearer {token}")
+    assert status == 403, reason
+    assert reason
+
+
+def test_the_reason_names_what_is_wrong(verifier: Verifier, key: SigningKey) -> None:
+    assert status_of(verifier, key.token(exp=int(time.time()) - 60))[1] == "token expired"
+    assert status_of(verifier, key.token(aud="x"))[1] == "wrong audience"
+    assert status_of(verifier, key.token(token_use="access"))[1] == "token_use must be id"
+    assert status_of(verifier, _none_token())[1] == "algorithm must be RS256"
+
+
+def test_keys_are_read_once_then_cached(verifier: Verifier, jwks: JwksServer, key: SigningKey) -> None:
+    for _ in range(20):
+        verifier.claims(key.token())
+    assert jwks.reads == 1
+
+
+def test_keys_are_read_again_after_ten_minutes(jwks: JwksServer, key: SigningKey) -> None:
+    now = [1000.0]
+    v = Verifier(JwksCache(jwks.url, clock=lambda: now[0]), ISSUER, AUDIENCE)
+    v.claims(key.token())
+    now[0] += 599
+    v.claims(key.token())
+    assert jwks.reads == 1
+    now[0] += 2
+    v.claims(key.token())
+    assert jwks.reads == 2
+
+
+def test_a_rotated_key_is_found_with_one_refresh(jwks: JwksServer, key: SigningKey) -> None:
+    v = Verifier(JwksCache(jwks.url), ISSUER, AUDIENCE)
+    v.claims(key.token())
+    new = SigningKey("key-2")
+    jwks.keys = [key, new]
+    assert v.claims(new.token(sub="after-rotation")).sub == "after-rotation"
+    assert jwks.reads == 2
+
+
+def test_unknown_kids_cannot_hammer_the_jwks(verifier: Verifier, jwks: JwksServer, key: SigningKey) -> None:
+    for n in range(10):
+        status_of(verifier, key.token(headers={"kid": f"made-up-{n}"}))
+    assert jwks.reads <= 2  # the first read, then at most one forced refresh per 10 s
+
+
+def test_keys_shorter_than_2048_bits_are_ignored(key: SigningKey) -> None:
+    weak = SigningKey("weak", bits=1024)
+    server = JwksServer([weak, key]).start()
+    try:
+        v = Verifier(JwksCache(server.url), ISSUER, AUDIENCE)
+        assert status_of(v, weak.token()) == (403, "unknown signing key")
+        assert v.claims(key.token(sub="strong")).sub == "strong"
+    finally:
+        server.stop()
+    with pytest.raises(jwt.InvalidKeyError, match="shorter than 2048"):
+        RsaSha256.from_jwk(weak.jwk())
+
+
+def test_unreachable_keys_are_a_service_problem_not_a_user_one(jwks: JwksServer, key: SigningKey) -> None:
+    jwks.broken = True
+    v = Verifier(JwksCache(jwks.url), ISSUER, AUDIENCE)
+    with pytest.raises(KeysUnavailable):
+        v.claims(key.token())
+
+
+def test_keys_read_before_stay_in_use_when_a_refresh_fails(jwks: JwksServer, key: SigningKey) -> None:
+    now = [0.0]
+    v = Verifier(JwksCache(jwks.url, clock=lambda: now[0]), ISSUER, AUDIENCE)
+    v.claims(key.token())
+    jwks.broken = True
+    now[0] += 700
+    assert v.claims(key.token(sub="still-works")).sub == "still-works"
+
+
+def test_pure_python_rs256_verifies_what_cryptography_signed(key: SigningKey) -> None:
+    token = key.token()
+    signing_input, _, signature = token.rpartition(".")
+    public = RsaSha256.from_jwk(key.jwk())
+    assert RsaSha256().verify(signing_input.encode(), public, jwt.utils.base64url_decode(signature))
+    assert not RsaSha256().verify(signing_input.encode() + b"x", public, jwt.utils.base64url_decode(signature))
