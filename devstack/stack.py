@@ -38,7 +38,7 @@ class StandInServer(Process):
         self.port = free_port()
         argv = [sys.executable, "-m", "devstack.standin", "--port", str(self.port), "--latency", str(latency_s),
                 "--chunks", str(chunks)]  # fmt: skip
-        super().__init__(f"standin-{self.port}", argv, workdir, env={**os.environ, "PYTHONPATH": _pythonpath()})
+        super().__init__(f"standin-{self.port}", argv, workdir, env={**os.environ, "PYTHONPATH": pythonpath()})
 
     @property
     def url(self) -> str:
@@ -54,7 +54,7 @@ class StandInServer(Process):
         return dict(httpx.get(f"{self.url}/stats", timeout=5).json())
 
 
-def _pythonpath() -> str:
+def pythonpath() -> str:
     repo = str(Path(__file__).resolve().parent.parent)
     return os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH", "")) if p)
 
@@ -142,7 +142,7 @@ class Stack:
         env.update(self.moto.aws_env())
         env.update(
             {
-                "PYTHONPATH": _pythonpath(),
+                "PYTHONPATH": pythonpath(),
                 "TL_REDIS_URL": self.redis.url,
                 "TL_BACKEND_URL": backend_url,
                 "TL_REPLY_BUCKET": BUCKET,

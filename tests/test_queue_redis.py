@@ -23,9 +23,7 @@ def async_client(r: redis.Redis) -> redis.asyncio.Redis:
 
 def enqueue_raw(r: redis.Redis, key: str, payload: str) -> object:
     owner = "owner:" + key.removeprefix("job:")
-    return r.eval(
-        script_source("enqueue"), 3, key, contract.QUEUE_STREAM, owner, payload, contract.JOB_TTL_S, 1000, 60
-    )
+    return r.eval(script_source("enqueue"), 3, key, contract.QUEUE_STREAM, owner, payload, contract.JOB_TTL_S, 1000, 60)
 
 
 def test_enqueue_stores_job_with_300s_ttl_and_queues_it(r: redis.Redis) -> None:

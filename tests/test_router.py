@@ -226,9 +226,7 @@ def test_redis_down_is_503_with_a_metric(
     assert [m["RedisEnqueueFail"] for m in emf_metrics(capsys.readouterr().out) if "RedisEnqueueFail" in m] == [1]
 
 
-def test_a_full_queue_is_503_and_leaves_nothing_behind(
-    router: Router, stack: Stack, signing_key: SigningKey
-) -> None:
+def test_a_full_queue_is_503_and_leaves_nothing_behind(router: Router, stack: Stack, signing_key: SigningKey) -> None:
     beat(stack)
     r = stack.redis.client()
     with r.pipeline() as pipe:
@@ -291,8 +289,12 @@ def test_a_token_from_cognito_is_accepted(
     cognito.admin_set_user_password(UserPoolId=pool, Username="bob", Password="Real-pass-1!", Permanent=True)
     token = cognito.initiate_auth(ClientId=client_id, AuthFlow="USER_PASSWORD_AUTH",
                                   AuthParameters={"USERNAME": "bob", "PASSWORD": "Real-pass-1!"})  # fmt: skip
-    env = {**function_env, "TL_JWKS_URL": f"{stack.moto.url}/{pool}/.well-known/jwks.json",
-           "TL_JWT_ISSUER": f"https://cognito-idp.eu-central-1.amazonaws.com/{pool}", "TL_JWT_AUDIENCE": client_id}  # fmt: skip
+    env = {
+        **function_env,
+        "TL_JWKS_URL": f"{stack.moto.url}/{pool}/.well-known/jwks.json",
+        "TL_JWT_ISSUER": f"https://cognito-idp.eu-central-1.amazonaws.com/{pool}",
+        "TL_JWT_AUDIENCE": client_id,
+    }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     beat(stack)
@@ -328,7 +330,7 @@ def test_result_follows_the_job_from_starting_to_done(
     seen: list[str] = []
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        code, body = result(router, token, job_id)
+        _, body = result(router, token, job_id)
         seen.append(body["status"])
         if body["status"] == "running":
             assert isinstance(body["text"], str)
@@ -361,9 +363,7 @@ def test_a_job_never_claimed_in_time_reads_expired(router: Router, stack: Stack,
     assert result(router, token, job_id)[1]["status"] == "expired"
 
 
-def test_partial_text_of_a_retried_attempt_starts_afresh(
-    router: Router, stack: Stack, signing_key: SigningKey
-) -> None:
+def test_partial_text_of_a_retried_attempt_starts_afresh(router: Router, stack: Stack, signing_key: SigningKey) -> None:
     beat(stack)
     token = signing_key.token(sub="p")
     job_id = body_of(infer(router, token))["id"]
@@ -432,4 +432,3 @@ def test_handler_reads_its_configuration_from_the_environment(
     second = router_handler.handler(v2_event("POST", "/infer", body='{"prompt":"b"}', token=token), None)
     assert (first["statusCode"], second["statusCode"]) == (202, 429)
     router_handler.reset()
-

@@ -1,0 +1,85 @@
+"""The user-facing half of the local stack: a Cognito user pool in moto and the local HTTP edge."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from devstack.procs import Process, free_port, http_ok, wait_until
+from devstack.servers import AWS_REGION
+from devstack.stack import BUCKET, Stack, pythonpath
+
+if TYPE_CHECKING:
+    from mypy_boto3_cognito_idp import CognitoIdentityProviderClient
+
+DEMO_USER: Final = "demo"
+DEMO_PASSWORD: Final = "Demo-password-1!"  # noqa: S105 (a throw-away user of the local stack)
+
+
+@dataclass(frozen=True)
+class UserPool:
+    pool_id: str
+    client_id: str
+    jwks_url: str
+
+    @property
+    def issuer(self) -> str:
+        """What moto writes into ``iss``: the real AWS host (its keys are served by moto itself)."""
+        return f"https://cognito-idp.{AWS_REGION}.amazonaws.com/{self.pool_id}"
+
+
+def create_user_pool(stack: Stack, name: str = "tinyllama-shape") -> UserPool:
+    """A pool with an ``admin`` group and an app client that allows USER_PASSWORD_AUTH, as the edge stack has."""
+    cognito: CognitoIdentityProviderClient = stack.moto.client("cognito-idp")
+    pool = cognito.create_user_pool(PoolName=name)["UserPool"]["Id"]
+    client = cognito.create_user_pool_client(
+        UserPoolId=pool,
+        ClientName="tl-cli",
+        ExplicitAuthFlows=["ALLOW_USER_PASSWORD_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"],
+        AllowedOAuthFlows=["code"],
+        CallbackURLs=["http://localhost:8765/callback"],
+    )["UserPoolClient"]["ClientId"]
+    cognito.create_group(UserPoolId=pool, GroupName="admin")
+    return UserPool(pool, client, f"{stack.moto.url}/{pool}/.well-known/jwks.json")
+
+
+def create_user(stack: Stack, pool: UserPool, username: str, password: str, *, admin: bool = False) -> None:
+    cognito: CognitoIdentityProviderClient = stack.moto.client("cognito-idp")
+    cognito.admin_create_user(UserPoolId=pool.pool_id, Username=username, MessageAction="SUPPRESS")
+    cognito.admin_set_user_password(UserPoolId=pool.pool_id, Username=username, Password=password, Permanent=True)
+    if admin:
+        cognito.admin_add_user_to_group(UserPoolId=pool.pool_id, Username=username, GroupName="admin")
+
+
+def function_env(stack: Stack, pool: UserPool) -> dict[str, str]:
+    """The TL_* variables of the functions and the edge, pointed at the local stack."""
+    return {
+        "TL_REDIS_URL": stack.redis.url,
+        "TL_JWKS_URL": pool.jwks_url,
+        "TL_JWT_ISSUER": pool.issuer,
+        "TL_JWT_AUDIENCE": pool.client_id,
+        "TL_REPLY_BUCKET": BUCKET,
+        "TL_RESIZE_MODE": "inline",
+        **stack.moto.aws_env(),
+    }
+
+
+class LocalEdgeServer(Process):
+    """``python -m lambdas.local_api`` on a free port."""
+
+    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+        self.port = free_port()
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("TL_", "AWS_"))}
+        argv = [sys.executable, "-m", "lambdas.local_api", "--port", str(self.port)]
+        super().__init__(f"edge-{self.port}", argv, workdir, {**base, **env, "PYTHONPATH": pythonpath()})
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        super().start()
+        wait_until(lambda: self.alive() and http_ok(f"{self.url}/ping"), 30, "local edge")

@@ -1,0 +1,224 @@
+"""The local edge (``python -m lambdas.local_api``) and the ``tl`` CLI, over moto's Cognito and the real stack."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from devstack.edge import LocalEdgeServer, UserPool, create_user, create_user_pool, function_env
+from devstack.procs import venv_tool, wait_until
+from devstack.stack import Stack, StandInServer
+from tlcli.tokens import LoginError, challenge_of, hosted_ui_login, password_login
+
+pytestmark = pytest.mark.slow
+
+PASSWORD = "Local-pass-1!"
+
+
+@pytest.fixture(scope="module")
+def pool(shared_stack: Stack) -> UserPool:
+    shared_stack.reset()
+    made = create_user_pool(shared_stack)
+    for user in ("ann", "ben", "cat", "dan"):
+        create_user(shared_stack, made, user, PASSWORD, admin=user == "dan")
+    return made
+
+
+@pytest.fixture(scope="module")
+def edge(shared_stack: Stack, pool: UserPool, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEdgeServer]:
+    server = LocalEdgeServer(tmp_path_factory.mktemp("edge"), function_env(shared_stack, pool))
+    server.start()
+    yield server
+    server.stop()
+
+
+def token_of(pool: UserPool, stack: Stack, user: str) -> str:
+    os.environ.update({k: v for k, v in stack.moto.aws_env().items() if k == "AWS_ENDPOINT_URL"})
+    return password_login(pool.client_id, user, PASSWORD, region="eu-central-1")
+
+
+def access_log(edge: LocalEdgeServer) -> list[dict[str, Any]]:
+    lines = edge.log_path.read_text().splitlines()
+    return [json.loads(line) for line in lines if line.startswith('{"requestId"')]
+
+
+def test_ping_answers_and_every_request_is_logged(edge: LocalEdgeServer) -> None:
+    response = httpx.get(f"{edge.url}/ping")
+    assert (response.status_code, response.json()) == (200, {"status": "ok"})
+    request_id = response.headers["apigw-requestid"]
+    wait_until(lambda: any(e["requestId"] == request_id for e in access_log(edge)), 5, "access log line")
+    (entry,) = [e for e in access_log(edge) if e["requestId"] == request_id]
+    assert set(entry) == {"requestId", "ip", "route", "status", "latencyMs"}
+    assert (entry["ip"], entry["route"], entry["status"]) == ("127.0.0.1", "GET /ping", 200)
+
+
+def test_the_edge_answers_401_and_403_like_the_router(
+    edge: LocalEdgeServer, pool: UserPool, shared_stack: Stack
+) -> None:
+    none = httpx.post(f"{edge.url}/infer", json={"prompt": "x"})
+    bad = httpx.post(f"{edge.url}/infer", json={"prompt": "x"}, headers={"authorization": "Bearer x.y.z"})
+    good = token_of(pool, shared_stack, "ann")
+    forged = good[:-8] + ("A" * 8 if not good.endswith("A" * 8) else "B" * 8)
+    tampered = httpx.post(f"{edge.url}/infer", json={"prompt": "x"}, headers={"authorization": f"Bearer {forged}"})
+    assert (none.status_code, bad.status_code, tampered.status_code) == (401, 403, 403)
+    assert none.json()["message"] == "missing bearer token in the Authorization header"
+
+
+def test_cors_allows_localhost_only(edge: LocalEdgeServer) -> None:
+    ask = {"access-control-request-method": "POST", "access-control-request-headers": "authorization,content-type"}
+    ok = httpx.options(f"{edge.url}/infer", headers={"origin": "http://localhost:5173", **ask})
+    assert ok.status_code == 204
+    assert ok.headers["access-control-allow-origin"] == "http://localhost:5173"
+    assert "POST" in ok.headers["access-control-allow-methods"]
+    assert "authorization" in ok.headers["access-control-allow-headers"]
+    for origin in ("https://evil.example", "http://127.0.0.1:5173", "http://localhost.evil.example", "null"):
+        refused = httpx.options(f"{edge.url}/infer", headers={"origin": origin, **ask})
+        assert refused.status_code == 403, origin
+        assert "access-control-allow-origin" not in refused.headers
+    simple = httpx.get(f"{edge.url}/ping", headers={"origin": "http://localhost"})
+    assert simple.headers["access-control-allow-origin"] == "http://localhost"
+    assert (
+        "access-control-allow-origin" not in httpx.get(f"{edge.url}/ping", headers={"origin": "https://x.io"}).headers
+    )
+
+
+def test_unknown_routes_are_404(edge: LocalEdgeServer) -> None:
+    assert httpx.get(f"{edge.url}/infer").status_code == 404
+    assert httpx.get(f"{edge.url}/nothing").status_code == 404
+
+
+def test_admins_resize_through_the_edge(edge: LocalEdgeServer, pool: UserPool, shared_stack: Stack) -> None:
+    url = f"{edge.url}/resize?target=g4dn.xlarge"
+    user = httpx.post(url, headers={"authorization": f"Bearer {token_of(pool, shared_stack, 'cat')}"})
+    assert user.status_code == 403
+    admin = httpx.post(url, headers={"authorization": f"Bearer {token_of(pool, shared_stack, 'dan')}"}, timeout=60)
+    assert (admin.status_code, admin.json()["status"]) == (200, "resized")
+    shared_stack.ec2().modify_instance_attribute(
+        InstanceId=shared_stack.instance_id, InstanceType={"Value": "t3.small"}
+    )
+
+
+def tl(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [venv_tool("tl"), *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+@pytest.fixture
+def tl_env(shared_stack: Stack, pool: UserPool, edge: LocalEdgeServer, tmp_path: Path) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("TL_", "AWS_"))}
+    return {**base, **shared_stack.moto.aws_env(), "TL_API_URL": edge.url, "TL_COGNITO_CLIENT_ID": pool.client_id,
+            "TL_TOKEN_FILE": str(tmp_path / "token.json")}  # fmt: skip
+
+
+def test_tl_without_login_says_how_to_log_in(tl_env: dict[str, str]) -> None:
+    done = tl(["infer", "hello"], tl_env)
+    assert done.returncode == 2
+    assert "run `tl login`" in done.stderr
+
+
+def test_tl_login_with_a_wrong_password_is_refused(tl_env: dict[str, str]) -> None:
+    done = tl(["login", "--password", "--username", "ann"], {**tl_env, "TL_PASSWORD": "wrong-Pass-1!"})
+    assert done.returncode == 2 and "Cognito refused the login" in done.stderr
+    assert not Path(tl_env["TL_TOKEN_FILE"]).exists()
+
+
+def test_tl_starts_the_node_follows_the_text_and_prints_the_reply(
+    tl_env: dict[str, str], shared_stack: Stack, standin: StandInServer
+) -> None:
+    login = tl(["login", "--password", "--username", "ben"], {**tl_env, "TL_PASSWORD": PASSWORD})
+    assert login.returncode == 0, login.stderr
+    assert oct(Path(tl_env["TL_TOKEN_FILE"]).stat().st_mode & 0o777) == "0o600"
+    ec2 = shared_stack.ec2()
+    ec2.stop_instances(InstanceIds=[shared_stack.instance_id])
+    shared_stack.redis.client().delete("tl:heartbeat")
+    run = subprocess.Popen([venv_tool("tl"), "infer", "Say something", "--max-tokens", "16", "--poll", "0.2"],
+                           env=tl_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+    def node_running() -> bool:
+        found = ec2.describe_instances(InstanceIds=[shared_stack.instance_id])
+        return found["Reservations"][0]["Instances"][0]["State"]["Name"] == "running"
+
+    wait_until(node_running, 30, "the router to start the node")  # the cold boot, in moto
+    agent = shared_stack.start_agent(standin.url)  # ... and the node's agent comes up
+    out, err = run.communicate(timeout=60)
+    agent.stop()
+    assert run.returncode == 0, err
+    assert "starting the node" in err and "running" in err and "done:" in err
+    assert out.strip(), "the reply text is printed"
+
+
+def test_tl_ping(tl_env: dict[str, str]) -> None:
+    done = tl(["ping"], tl_env)
+    assert done.returncode == 0 and json.loads(done.stdout) == {"status": "ok"}
+
+
+class FakeHostedUi:
+    """Cognito's /oauth2/authorize and /oauth2/token for one client (moto has no hosted UI), checking PKCE."""
+
+    def __init__(self) -> None:
+        self.challenges: dict[str, str] = {}
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
+                assert query["code_challenge_method"] == "S256" and query["response_type"] == "code"
+                code = base64.urlsafe_b64encode(os.urandom(9)).decode()
+                outer.challenges[code] = query["code_challenge"]
+                target = f"{query['redirect_uri']}?code={code}&state={urllib.parse.quote(query['state'])}"
+                self.send_response(302)
+                self.send_header("location", target)
+                self.end_headers()
+
+            def do_POST(self) -> None:
+                form = dict(urllib.parse.parse_qsl(self.rfile.read(int(self.headers["content-length"])).decode()))
+                expected = outer.challenges.pop(form.get("code", ""), None)
+                good = expected is not None and challenge_of(form.get("code_verifier", "")) == expected
+                body = json.dumps({"id_token": "header.payload.signature"} if good else {"error": "invalid_grant"})
+                self.send_response(200 if good else 400)
+                self.send_header("content-type", "application/json")
+                self.end_headers()
+                self.wfile.write(body.encode())
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+def test_hosted_ui_login_uses_pkce_and_checks_state() -> None:
+    ui = FakeHostedUi()
+    try:
+        from devstack.procs import free_port  # noqa: PLC0415
+
+        token = hosted_ui_login(ui.url, "client", open_browser=lambda url: httpx.get(url, follow_redirects=True),
+                                port=free_port(), timeout_s=10)  # fmt: skip
+        assert token == "header.payload.signature"
+
+        def forged_state(url: str) -> None:
+            query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
+            httpx.get(f"{query['redirect_uri']}?code=abc&state=forged")
+
+        with pytest.raises(LoginError, match="state does not match"):
+            hosted_ui_login(ui.url, "client", open_browser=forged_state, port=free_port(), timeout_s=10)
+    finally:
+        ui.server.shutdown()
+
+
+def test_pkce_challenge_matches_rfc_7636() -> None:
+    # RFC 7636, appendix B
+    assert challenge_of("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk") == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
