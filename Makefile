@@ -27,13 +27,15 @@ LLAMA_BUILD_JOBS ?= $(shell nproc)
 PYTEST := $(BIN)/python -m pytest
 CODE := node_agent jobqueue lambdas tlcli devstack tests bench
 
-.PHONY: help deps sysdeps lint test test-fast demo bench clean
+.PHONY: help deps sysdeps lint test test-fast demo bench bench-router lambda-package clean
 
 help:
 	@echo "make demo       start the local stack, send a prompt, print the model's reply from S3"
 	@echo "make test       lint, type checks and every test (installs what it needs)"
 	@echo "make test-fast  only the tests that start no server"
 	@echo "make bench      the agent benchmark (bench/agent.py)"
+	@echo "make bench-router  the router benchmark (bench/router.py)"
+	@echo "make lambda-package  one reproducible zip per function under build/"
 
 deps: sysdeps $(VENV)/.installed $(VENV)/.llama $(MODEL)
 
@@ -85,6 +87,12 @@ demo: deps
 
 bench: deps
 	$(BIN)/python bench/agent.py
+
+lambda-package: $(VENV)/.installed
+	$(BIN)/python -m lambdas.package --out build
+
+bench-router: $(VENV)/.installed
+	$(BIN)/python bench/router.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache

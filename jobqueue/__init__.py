@@ -1,26 +1,5 @@
-"""The job contract shared by the router Lambda and the node agent: keys, limits, schema and Lua scripts."""
+"""The job contract shared by the router Lambda and the node agent.
 
-from jobqueue.contract import (
-    JOB_TTL_S,
-    Job,
-    JobError,
-    decode,
-    encode,
-    new_job,
-    validate,
-)
-from jobqueue.queue import AsyncJobQueue, EnqueueError, Entry, JobQueue
-
-__all__ = [
-    "JOB_TTL_S",
-    "AsyncJobQueue",
-    "EnqueueError",
-    "Entry",
-    "Job",
-    "JobError",
-    "JobQueue",
-    "decode",
-    "encode",
-    "new_job",
-    "validate",
-]
+``jobqueue.contract``: keys, limits and the JSON schema (no Redis client needed, so every function can use it);
+``jobqueue.queue``: the operations, as Lua scripts run by a synchronous (router) or asyncio (agent) client.
+"""

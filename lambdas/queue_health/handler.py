@@ -8,9 +8,9 @@ from typing import Any
 import redis
 
 from lambdas.common import metrics
-from lambdas.common.clients import redis_client
 from lambdas.common.http import is_http_event, respond
 from lambdas.common.logs import log
+from lambdas.common.redis_client import connect
 from lambdas.common.settings import Settings
 
 _client: tuple[Settings, redis.Redis] | None = None
@@ -34,7 +34,7 @@ def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
     global _client  # noqa: PLW0603 (one connection per container)
     if _client is None:
         s = Settings.from_env()
-        _client = (s, redis_client(s.redis_url, max(s.redis_timeout_s, s.health_max_ms / 1000)))
+        _client = (s, connect(s.redis_url, max(s.redis_timeout_s, s.health_max_ms / 1000)))
     settings, client = _client
     result = check(client, settings.health_max_ms)
     healthy = result["redis"] == "ok"

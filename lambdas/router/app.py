@@ -22,10 +22,11 @@ from jobqueue.queue import EnqueueError, JobQueue
 from lambdas import routes
 from lambdas.common import metrics
 from lambdas.common.auth import AuthError, Claims, JwksCache, KeysUnavailable, Verifier
-from lambdas.common.clients import aws, redis_client
+from lambdas.common.clients import aws
 from lambdas.common.http import HttpError, Request, is_http_event, respond
 from lambdas.common.logs import log
 from lambdas.common.node import Node, find_node
+from lambdas.common.redis_client import connect
 from lambdas.common.settings import Settings
 from lambdas.router.schema import parse_infer
 
@@ -66,7 +67,7 @@ class Router:
         s.require("jwks_url", "jwt_issuer", "jwt_audience", "reply_bucket")
         return cls(
             s,
-            JobQueue(redis_client(s.redis_url, s.redis_timeout_s)),
+            JobQueue(connect(s.redis_url, s.redis_timeout_s)),
             aws("ec2"),
             aws("s3"),
             Verifier(JwksCache(s.jwks_url), s.jwt_issuer, s.jwt_audience, s.jwt_token_use),
