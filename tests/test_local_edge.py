@@ -8,7 +8,6 @@ import os
 import subprocess
 import threading
 import urllib.parse
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -16,31 +15,13 @@ from typing import Any
 import httpx
 import pytest
 
-from devstack.edge import LocalEdgeServer, UserPool, create_user, create_user_pool, function_env
+from devstack.edge import LocalEdgeServer, UserPool
 from devstack.procs import venv_tool, wait_until
 from devstack.stack import Stack, StandInServer
+from tests.support import PASSWORD
 from tlcli.tokens import LoginError, challenge_of, hosted_ui_login, password_login
 
 pytestmark = pytest.mark.slow
-
-PASSWORD = "Local-pass-1!"
-
-
-@pytest.fixture(scope="module")
-def pool(shared_stack: Stack) -> UserPool:
-    shared_stack.reset()
-    made = create_user_pool(shared_stack)
-    for user in ("ann", "ben", "cat", "dan"):
-        create_user(shared_stack, made, user, PASSWORD, admin=user == "dan")
-    return made
-
-
-@pytest.fixture(scope="module")
-def edge(shared_stack: Stack, pool: UserPool, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEdgeServer]:
-    server = LocalEdgeServer(tmp_path_factory.mktemp("edge"), function_env(shared_stack, pool))
-    server.start()
-    yield server
-    server.stop()
 
 
 def token_of(pool: UserPool, stack: Stack, user: str) -> str:
