@@ -1,8 +1,14 @@
-"""``make demo``: the local stack end to end, with the real small model.
+"""``make demo``: a prompt goes the way a user's does, through the API, on the local stack.
 
-Starts redis-server, the moto server (local S3/EC2/CloudWatch), llama-server with Gemma 3 270M and the node
-agent; enqueues a prompt through the job contract; follows the live text in ``reply:<id>``; prints the final
-reply read back from S3 with its timings; stops everything.
+redis-server, the moto server (local AWS: S3, EC2, Cognito), llama-server with Gemma 3 270M and the local edge
+(``python -m lambdas.local_api``) start; a user is created in the local Cognito pool; the node instance (in
+moto) is stopped, as it is when nobody has used the service for a while. Then, as a user would:
+
+    tl login --password        # USER_PASSWORD_AUTH against the local Cognito
+    tl infer "…"               # POST /infer → the router starts the node → the text follows
+
+When the router has started the instance, the node agent comes up (the demo's stand-in for the boot) and
+serves the job with the real model; ``tl`` prints the text as it streams and the final reply with timings.
 
     python -m devstack.demo ["your prompt"] [--max-tokens N]
 """
@@ -10,36 +16,18 @@ reply read back from S3 with its timings; stops everything.
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import shutil
+import subprocess
 import sys
 import time
-from typing import Any, cast
 
-from devstack.procs import REPO, StackError
+from devstack.edge import DEMO_PASSWORD, DEMO_USER, LocalEdgeServer, create_user, create_user_pool, function_env
+from devstack.procs import REPO, StackError, venv_tool, wait_until
 from devstack.servers import LlamaServer
-from devstack.stack import BUCKET, Stack
-from jobqueue import contract
+from devstack.stack import Stack
 
 DEFAULT_PROMPT = "The three most useful things to know about running a language model on one small server are"
-
-
-def follow(stack: Stack, job_id: str, timeout_s: float) -> None:
-    """Print the partial text as the agent streams it, until the job has a final status."""
-    r = stack.redis.client()
-    key, last = contract.reply_stream_key(job_id), "0-0"
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        read = cast(list[Any], r.xread({key: last}, block=500))
-        for _, entries in read or []:
-            for entry_id, fields in entries:
-                last = entry_id
-                if "text" in fields:
-                    print(fields["text"], end="", flush=True)
-                if "status" in fields:
-                    print()
-                    return
-    raise StackError(f"no final status for job {job_id} after {timeout_s:.0f} s")
 
 
 def main() -> int:
@@ -50,29 +38,46 @@ def main() -> int:
 
     workdir = REPO / ".tmp" / "demo"
     shutil.rmtree(workdir, ignore_errors=True)
-    print("starting the local stack: redis-server, moto server (local AWS), llama-server + Gemma 3 270M, agent")
+    print("starting the local stack: redis-server, moto (S3, EC2, Cognito), llama-server + Gemma 3 270M, local edge")
     with Stack(workdir) as stack:
         llama = LlamaServer(workdir / "llama")
-        llama.start()
+        llama.start(wait=False)
+        pool = create_user_pool(stack)
+        create_user(stack, pool, DEMO_USER, DEMO_PASSWORD)
+        edge = LocalEdgeServer(workdir / "edge", function_env(stack, pool))
+        edge.start()
         try:
+            ec2 = stack.ec2()
+            ec2.stop_instances(InstanceIds=[stack.instance_id])
+            ec2.get_waiter("instance_stopped").wait(InstanceIds=[stack.instance_id], WaiterConfig={"Delay": 1})
+            print(f"API on {edge.url}; node {stack.instance_id} is stopped; user {DEMO_USER!r} in pool {pool.pool_id}")
+            base = {k: v for k, v in os.environ.items() if not k.startswith(("TL_", "AWS_"))}
+            env = {**base, **stack.moto.aws_env(), "TL_API_URL": edge.url, "TL_COGNITO_CLIENT_ID": pool.client_id,
+                   "TL_TOKEN_FILE": str(workdir / "token.json"), "TL_PASSWORD": DEMO_PASSWORD}  # fmt: skip
+            tl = venv_tool("tl")
+            print(f"\n$ tl login --password --username {DEMO_USER}", flush=True)
+            subprocess.run([tl, "login", "--password", "--username", DEMO_USER], env=env, check=True)
+            print(f'\n$ tl infer "{args.prompt}" --max-tokens {args.max_tokens}', flush=True)
+            run = subprocess.Popen([tl, "infer", args.prompt, "--max-tokens", str(args.max_tokens), "--poll", "0.25"],
+                                   env=env)  # fmt: skip
+
+            def node_running() -> bool:
+                found = ec2.describe_instances(InstanceIds=[stack.instance_id])
+                return found["Reservations"][0]["Instances"][0]["State"]["Name"] == "running"
+
+            wait_until(node_running, 30, "the router to start the node")
+            time.sleep(2)  # let the "starting" state be seen, as a real boot takes a minute or more
+            llama.wait_ready()
             stack.start_agent(llama.url, TL_MAX_CONCURRENCY="4")
-            job = contract.new_job(args.prompt, "demo-user", max_tokens=args.max_tokens, temperature=0.7)
-            stack.queue().enqueue(job)
-            print(f"\njob {job['id']} queued (Redis {stack.redis.url}, key {contract.job_key(job['id'])})")
-            print(f"\n--- live text from {contract.reply_stream_key(job['id'])} ---")
-            print(args.prompt, end="", flush=True)
-            follow(stack, job["id"], 120)
-            reply = stack.wait_reply(job["id"], 30)
-            print(f"\n--- final reply from s3://{BUCKET}/{job['reply_key']} (moto) ---")
-            print(json.dumps(reply, indent=2, ensure_ascii=False))
-            t = reply["timings"]
-            print(
-                f"\n{reply['status']}: {reply['usage'].get('completion_tokens', '?')} tokens from {reply['model']}; "
-                f"queued {t['queued_ms']} ms, first token {t['ttft_ms']} ms, total {t['total_ms']} ms"
-            )
-            print(f"logs of every process: {workdir}")
-            return 0 if reply["status"] == "done" else 1
+            code = run.wait(timeout=180)
+        except (StackError, subprocess.SubprocessError) as exc:
+            print(f"demo failed: {exc}; logs in {workdir}", file=sys.stderr)
+            return 1
+        else:
+            print(f"\nlogs of every process (edge access log included): {workdir}")
+            return code
         finally:
+            edge.stop()
             llama.stop()
 
 
