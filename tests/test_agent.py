@@ -103,6 +103,8 @@ def test_malformed_job_gets_a_failed_reply_and_a_dead_letter(
     reply = stack.wait_reply(job_id, 20)
     assert reply["status"] == "failed"
     assert reply["error"].startswith(reason)
+    # The reply is written first and the job settled (dead letter included) just after it.
+    wait_until(lambda: r.llen(contract.DEAD_LETTERS) > 0, 5, "the dead letter")
     (dead,) = r.lrange(contract.DEAD_LETTERS, 0, -1)
     assert json.loads(dead)["id"] == job_id
     good = stack.submit("still working")  # the loop survived
