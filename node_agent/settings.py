@@ -7,22 +7,17 @@ against it by a test, so the two cannot drift apart.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
-from typing import Any, Final, Literal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from jobqueue.envconfig import Parser, Setting, choice, float_above, int_between, read, switch, url
 
 StopMode = Literal["stop", "dry-run"]
 
 
 class SettingsError(ValueError):
     """One or more variables are invalid; the message lists each with the reason."""
-
-
-@dataclass(frozen=True)
-class Setting:
-    env: str
-    default: str | None
-    help: str
 
 
 SETTINGS: Final = {
@@ -70,74 +65,24 @@ SETTINGS: Final = {
 }
 
 
-def _int(lo: int, hi: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        value = int(raw)
-        if not lo <= value <= hi:
-            raise ValueError(f"must be between {lo} and {hi}")
-        return value
-
-    return parse
-
-
-def _float(lo: float, hi: float) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        value = float(raw)
-        if not lo < value <= hi:
-            raise ValueError(f"must be greater than {lo} and at most {hi}")
-        return value
-
-    return parse
-
-
-def _choice(*allowed: str) -> Callable[[str], str]:
-    def parse(raw: str) -> str:
-        if raw not in allowed:
-            raise ValueError(f"must be one of {', '.join(allowed)}")
-        return raw
-
-    return parse
-
-
-def _url(*schemes: str) -> Callable[[str], str]:
-    def parse(raw: str) -> str:
-        if not raw.startswith(tuple(f"{s}://" for s in schemes)):
-            raise ValueError(f"must be a URL starting with {' or '.join(s + '://' for s in schemes)}")
-        return raw.rstrip("/")
-
-    return parse
-
-
-def _text(raw: str) -> str:
-    return raw.strip()
-
-
-def _switch(raw: str) -> bool:
-    return _choice("on", "off")(raw) == "on"
-
-
-_PARSERS: Final[dict[str, Callable[[str], Any]]] = {
-    "redis_url": _url("redis", "rediss", "unix"),
-    "backend_url": _url("http", "https"),
-    "model": _text,
-    "reply_bucket": _text,
-    "idle_minutes": _float(0, 30),
-    "max_concurrency": _int(1, 256),
-    "metrics_port": _int(0, 65535),
-    "instance_id": _text,
-    "stop_mode": _choice("stop", "dry-run"),
-    "max_attempts": _int(1, 20),
-    "claim_timeout_s": _float(0, 600),
-    "heartbeat_s": _float(0, 60),
-    "shutdown_grace_s": _float(0, 3600),
-    "default_max_tokens": _int(1, 4096),
-    "backend_connect_timeout_s": _float(0, 120),
-    "backend_read_timeout_s": _float(0, 3600),
-    "backend_start_timeout_s": _float(0, 86_400),
-    "idle_poll_s": _float(0, 60),
-    "cloudwatch": _switch,
-    "consumer": _text,
-    "log_level": _choice("DEBUG", "INFO", "WARNING", "ERROR"),
+_PARSERS: Final[dict[str, Parser]] = {
+    "redis_url": url("redis", "rediss", "unix"),
+    "backend_url": url("http", "https"),
+    "idle_minutes": float_above(0, 30),
+    "max_concurrency": int_between(1, 256),
+    "metrics_port": int_between(0, 65535),
+    "stop_mode": choice("stop", "dry-run"),
+    "max_attempts": int_between(1, 20),
+    "claim_timeout_s": float_above(0, 600),
+    "heartbeat_s": float_above(0, 60),
+    "shutdown_grace_s": float_above(0, 3600),
+    "default_max_tokens": int_between(1, 4096),
+    "backend_connect_timeout_s": float_above(0, 120),
+    "backend_read_timeout_s": float_above(0, 3600),
+    "backend_start_timeout_s": float_above(0, 86_400),
+    "idle_poll_s": float_above(0, 60),
+    "cloudwatch": switch,
+    "log_level": choice("DEBUG", "INFO", "WARNING", "ERROR"),
 }
 
 
@@ -168,19 +113,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read every ``TL_*`` variable; report all invalid ones at once."""
-        source = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        problems: list[str] = []
-        for f in fields(cls):
-            spec = SETTINGS[f.name]
-            raw = source.get(spec.env, spec.default)
-            if raw is None or (spec.default is None and not raw.strip()):
-                problems.append(f"{spec.env} is required: {spec.help}")
-                continue
-            try:
-                values[f.name] = _PARSERS[f.name](raw)
-            except ValueError as exc:
-                problems.append(f"{spec.env}={raw!r}: {exc}")
+        values, problems = read(SETTINGS, _PARSERS, os.environ if env is None else env)
         if problems:
             raise SettingsError("invalid configuration:\n  " + "\n  ".join(problems))
         return cls(**values)

@@ -6,7 +6,6 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Iterator
 
 import jwt
 import pytest
@@ -15,21 +14,14 @@ from lambdas.common.auth import AuthError, JwksCache, KeysUnavailable, RsaSha256
 from tests.support import AUDIENCE, ISSUER, JwksServer, SigningKey
 
 
-@pytest.fixture(scope="module")
-def key() -> SigningKey:
-    return SigningKey("key-1")
-
-
-@pytest.fixture(scope="module")
-def stranger() -> SigningKey:
-    return SigningKey("key-1")  # same kid, different key: a forged signature
-
-
 @pytest.fixture
-def jwks(key: SigningKey) -> Iterator[JwksServer]:
-    server = JwksServer([key]).start()
-    yield server
-    server.stop()
+def key(signing_key: SigningKey) -> SigningKey:
+    return signing_key  # served by the `jwks` fixture
+
+
+@pytest.fixture(scope="module")
+def stranger(signing_key: SigningKey) -> SigningKey:
+    return SigningKey(signing_key.kid)  # same kid, different key: a forged signature
 
 
 @pytest.fixture

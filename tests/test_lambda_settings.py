@@ -34,7 +34,7 @@ def test_every_invalid_variable_is_reported_at_once() -> None:
     message = str(caught.value)
     assert "TL_NODE_TAG='tinyllama': must be key=value" in message
     assert "TL_THROTTLE_BURST='0': must be between 1 and 1000" in message
-    assert "TL_RESIZE_MODE='later': must be async or inline" in message
+    assert "TL_RESIZE_MODE='later': must be one of async, inline" in message
     assert "TL_USD_EUR_RATE='-1': must be a positive number" in message
     assert "TL_PRESIGN_TTL_S='soon': must be a number" in message
 

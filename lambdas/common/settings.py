@@ -8,22 +8,16 @@ need (the reply bucket, the cost topic) is checked by ``require`` where it is us
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 from jobqueue import contract
+from jobqueue.envconfig import Parser, Setting, choice, int_between, read, switch, url
 
 
 class SettingsError(ValueError):
     """One or more variables are invalid or missing; the message names each with the reason."""
-
-
-@dataclass(frozen=True)
-class Setting:
-    env: str
-    default: str
-    help: str
 
 
 SETTINGS: Final = {
@@ -69,16 +63,6 @@ SETTINGS: Final = {
 _OFF: Final = frozenset({"", "0", "false", "off", "no"})
 
 
-def _int(lo: int, hi: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        value = int(raw)
-        if not lo <= value <= hi:
-            raise ValueError(f"must be between {lo} and {hi}")
-        return value
-
-    return parse
-
-
 def _positive(raw: str) -> float:
     value = float(raw)
     if not value > 0:
@@ -86,7 +70,8 @@ def _positive(raw: str) -> float:
     return value
 
 
-def _switch(raw: str) -> bool:
+def _flag(raw: str) -> bool:
+    """A kill switch is on when set to anything but empty, 0, false, off or no."""
     return raw.strip().lower() not in _OFF
 
 
@@ -104,25 +89,20 @@ def _targets(raw: str) -> tuple[str, ...]:
     return targets
 
 
-def _mode(raw: str) -> str:
-    if raw not in ("async", "inline"):
-        raise ValueError("must be async or inline")
-    return raw
-
-
-_PARSERS: Final[dict[str, Callable[[str], Any]]] = {
+_PARSERS: Final[dict[str, Parser]] = {
+    "redis_url": url("redis", "rediss", "unix"),
     "redis_timeout_s": _positive,
-    "throttle_burst": _int(1, 1000),
-    "throttle_per_minute": _int(1, 60_000),
-    "start_eta_s": _int(0, 3600),
-    "presign_ttl_s": _int(60, 7 * 86_400),
+    "throttle_burst": int_between(1, 1000),
+    "throttle_per_minute": int_between(1, 60_000),
+    "start_eta_s": int_between(0, 3600),
+    "presign_ttl_s": int_between(60, 7 * 86_400),
     "resize_targets": _targets,
-    "resize_mode": _mode,
-    "health_max_ms": _int(1, 60_000),
+    "resize_mode": choice("async", "inline"),
+    "health_max_ms": int_between(1, 60_000),
     "node_tag": _tag,
-    "disable_router": _switch,
-    "budget_release_eip": _switch,
-    "budget_delete_redis": _switch,
+    "disable_router": _flag,
+    "budget_release_eip": switch,
+    "budget_delete_redis": switch,
     "usd_eur_rate": _positive,
     "budget_eur": _positive,
 }
@@ -156,17 +136,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        source = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        problems: list[str] = []
-        for name, setting in SETTINGS.items():
-            raw = source.get(setting.env, setting.default)
-            parse = _PARSERS.get(name, str)
-            try:
-                values[name] = parse(raw)
-            except ValueError as exc:
-                reason = str(exc) if parse is not int and "invalid literal" not in str(exc) else "must be a number"
-                problems.append(f"{setting.env}={raw!r}: {reason}")
+        values, problems = read(SETTINGS, _PARSERS, os.environ if env is None else env)
         if problems:
             raise SettingsError("invalid configuration: " + "; ".join(problems))
         return cls(**values)
