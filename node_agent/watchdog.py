@@ -1,0 +1,137 @@
+"""``tl-watchdog``: the dead-man switch, run every minute by a systemd timer, apart from the agent.
+
+If the agent's heartbeat for this instance has been missing or old for ``TL_WATCHDOG_STALE_S`` — the agent
+crashed for good, hangs, or Redis is gone — the watchdog stops the instance anyway, so that a forgotten GPU
+does not run for days. It keeps when the heartbeat went stale in a small state file between runs, waits as
+long after boot (the agent may still be starting), and honours ``TL_STOP_MODE=dry-run``.
+
+Variables: TL_REDIS_URL, TL_INSTANCE_ID (empty: IMDSv2), TL_STOP_MODE, TL_WATCHDOG_STALE_S (600),
+TL_WATCHDOG_STATE (/var/lib/tl-watchdog/state.json).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import redis
+
+from jobqueue import contract
+from node_agent import logs
+from node_agent.instance import InstanceError, Stopper, imds_identity
+
+log = logging.getLogger("node_agent.watchdog")
+
+Action = Literal["ok", "wait", "stop"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    action: Action
+    stale_since: float | None
+    reason: str
+
+
+def decide(
+    now: float,
+    heartbeat: dict[str, Any] | None,
+    *,
+    instance_id: str,
+    stale_since: float | None,
+    uptime_s: float,
+    limit_s: float,
+) -> Verdict:
+    """Whether to stop: a pure function of what the watchdog saw now and before."""
+    if heartbeat is not None and heartbeat.get("instance_id") == instance_id:
+        age = now - float(heartbeat.get("at", 0))
+        if age <= limit_s:
+            return Verdict("ok", None, f"heartbeat {age:.0f} s old")
+    since = stale_since if stale_since is not None else now
+    stale_for = now - since
+    if heartbeat is None:
+        why = "no heartbeat from the agent"
+    elif heartbeat.get("instance_id") != instance_id:
+        why = f"the heartbeat is from {heartbeat.get('instance_id')}, not this instance"
+    else:
+        why = "the agent's heartbeat is old"
+    if stale_for >= limit_s and uptime_s >= limit_s:
+        return Verdict("stop", since, f"{why} for {stale_for:.0f} s (limit {limit_s:.0f} s)")
+    return Verdict("wait", since, f"{why} for {stale_for:.0f} s (limit {limit_s:.0f} s)")
+
+
+def read_heartbeat(url: str) -> dict[str, Any] | None:
+    """The heartbeat, or None when there is none or Redis cannot be read (both count as stale)."""
+    try:
+        raw = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2).get(contract.HEARTBEAT)
+    except redis.RedisError as exc:
+        log.warning("Redis not readable", extra={"error": str(exc)})
+        return None
+    return None if raw is None else dict(json.loads(raw))  # type: ignore[arg-type]
+
+
+def uptime() -> float:
+    return float(Path("/proc/uptime").read_text().split()[0])
+
+
+def load_state(path: Path) -> float | None:
+    try:
+        value = json.loads(path.read_text()).get("stale_since")
+    except (OSError, ValueError):
+        return None
+    return float(value) if value is not None else None
+
+
+def save_state(path: Path, stale_since: float | None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".part")
+    partial.write_text(json.dumps({"stale_since": stale_since}))
+    partial.replace(path)
+
+
+def main() -> int:
+    logs.setup(os.environ.get("TL_LOG_LEVEL", "INFO"))
+    limit = float(os.environ.get("TL_WATCHDOG_STALE_S", "600"))
+    state = Path(os.environ.get("TL_WATCHDOG_STATE", "/var/lib/tl-watchdog/state.json"))
+    mode = os.environ.get("TL_STOP_MODE", "stop")
+    if mode not in ("stop", "dry-run"):
+        log.error("TL_STOP_MODE must be stop or dry-run", extra={"value": mode})
+        return 2
+    try:
+        instance_id = os.environ.get("TL_INSTANCE_ID") or asyncio.run(imds_identity()).instance_id
+    except InstanceError as exc:
+        log.error("cannot tell which instance this is", extra={"error": str(exc)})
+        return 1
+    now = time.time()
+    verdict = decide(
+        now,
+        read_heartbeat(os.environ.get("TL_REDIS_URL", "redis://127.0.0.1:6379/0")),
+        instance_id=instance_id,
+        stale_since=load_state(state),
+        uptime_s=uptime(),
+        limit_s=limit,
+    )
+    save_state(state, verdict.stale_since)
+    fields = {"action": verdict.action, "reason": verdict.reason, "instance_id": instance_id}
+    if verdict.action != "stop":
+        log.info("watchdog", extra=fields)
+        return 0
+    with ThreadPoolExecutor(1) as pool:
+        stopper = Stopper(mode, instance_id, os.environ.get("AWS_REGION"), pool)  # type: ignore[arg-type]
+        try:
+            asyncio.run(stopper.stop(f"watchdog: {verdict.reason}"))
+        except InstanceError as exc:
+            log.error("watchdog could not stop the instance", extra={**fields, "error": str(exc)})
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

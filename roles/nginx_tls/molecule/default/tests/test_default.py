@@ -1,0 +1,37 @@
+"""nginx_tls, checked on the running container: TLS versions, HSTS, streaming through the proxy."""
+
+def openssl(host, flags):
+    return host.run(f"echo | timeout 10 openssl s_client -connect 127.0.0.1:443 {flags} 2>&1")
+
+
+def test_nginx_listens_on_443_only(host):
+    assert host.service("nginx").is_running
+    assert host.socket("tcp://0.0.0.0:443").is_listening
+    assert not host.socket("tcp://0.0.0.0:80").is_listening
+
+
+def test_tls_1_2_and_1_3_are_served_and_1_1_is_refused(host):
+    assert "TLSv1.3" in openssl(host, "-tls1_3").stdout
+    assert "TLSv1.2" in openssl(host, "-tls1_2").stdout
+    # SECLEVEL=0 lets this client offer TLS 1.1, so a refusal is the server's.
+    refused = openssl(host, "-tls1_1 -cipher DEFAULT@SECLEVEL=0")
+    assert "Cipher is (NONE)" in refused.stdout or "alert protocol version" in refused.stdout
+
+
+def fetch(host, code):
+    prelude = "import ssl,time,urllib.request as u; c=ssl._create_unverified_context(); t=time.time(); "
+    return host.run("python3 -c %s", prelude + code)
+
+
+def test_hsts_is_sent(host):
+    out = fetch(host, "r=u.urlopen('https://127.0.0.1/', context=c); print(r.headers['Strict-Transport-Security'])")
+    assert out.stdout.strip().startswith("max-age=31536000")
+
+
+def test_chunks_pass_through_as_they_come(host):
+    # The upstream sends a chunk every 0.5 s; without proxy buffering the first arrives long before the last.
+    out = fetch(host, "r=u.urlopen('https://127.0.0.1/', context=c); l=r.readline().decode().strip(); "
+                      "print(round(time.time()-t, 2), l)")
+    first_s, first_line = out.stdout.split(" ", 1)
+    assert first_line.strip() == "data: chunk 0"
+    assert float(first_s) < 0.9

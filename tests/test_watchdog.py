@@ -1,0 +1,76 @@
+"""The watchdog (dead-man switch): its decision, and a stop of a real (moto) instance when the agent is gone."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from devstack.procs import venv_tool
+from devstack.stack import Stack
+from jobqueue import contract
+from node_agent.watchdog import decide
+
+I = "i-0123456789abcdef0"
+
+
+def test_a_fresh_heartbeat_is_ok_and_clears_the_stale_clock() -> None:
+    v = decide(1000, {"instance_id": I, "at": 990}, instance_id=I, stale_since=500, uptime_s=9999, limit_s=600)
+    assert (v.action, v.stale_since) == ("ok", None)
+
+
+def test_a_missing_heartbeat_starts_the_clock_then_stops_after_the_limit() -> None:
+    first = decide(1000, None, instance_id=I, stale_since=None, uptime_s=9999, limit_s=600)
+    assert (first.action, first.stale_since) == ("wait", 1000)
+    later = decide(1599, None, instance_id=I, stale_since=first.stale_since, uptime_s=9999, limit_s=600)
+    assert later.action == "wait"
+    last = decide(1600, None, instance_id=I, stale_since=first.stale_since, uptime_s=9999, limit_s=600)
+    assert last.action == "stop" and "no heartbeat" in last.reason
+
+
+def test_an_old_heartbeat_or_another_instances_counts_as_missing() -> None:
+    old = decide(5000, {"instance_id": I, "at": 1000}, instance_id=I, stale_since=1000, uptime_s=9999, limit_s=600)
+    assert old.action == "stop" and "old" in old.reason
+    other = decide(5000, {"instance_id": "i-other", "at": 5000}, instance_id=I, stale_since=1000, uptime_s=9999,
+                   limit_s=600)  # fmt: skip
+    assert other.action == "stop" and "i-other" in other.reason
+
+
+def test_a_node_that_just_booted_is_given_the_limit_first() -> None:
+    v = decide(5000, None, instance_id=I, stale_since=1000, uptime_s=120, limit_s=600)
+    assert v.action == "wait"
+
+
+def run_watchdog(stack: Stack, state: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("TL_", "AWS_"))}
+    full = {**base, **stack.moto.aws_env(), "TL_REDIS_URL": stack.redis.url, "TL_INSTANCE_ID": stack.instance_id,
+            "TL_WATCHDOG_STATE": str(state), **env}  # fmt: skip
+    return subprocess.run([venv_tool("tl-watchdog")], env=full, capture_output=True, text=True, timeout=60, check=False)
+
+
+def node_state(stack: Stack) -> str:
+    found = stack.ec2().describe_instances(InstanceIds=[stack.instance_id])
+    return found["Reservations"][0]["Instances"][0]["State"]["Name"]
+
+
+@pytest.mark.slow
+def test_the_watchdog_stops_the_instance_when_the_agent_is_gone(stack: Stack, tmp_path: Path) -> None:
+    state = tmp_path / "watchdog.json"
+    stack.redis.client().set(contract.HEARTBEAT, json.dumps({"instance_id": stack.instance_id, "at": time.time()}))
+    fine = run_watchdog(stack, state, TL_WATCHDOG_STALE_S="2")
+    assert fine.returncode == 0 and node_state(stack) == "running"
+    stack.redis.stop()  # Redis gone: the heartbeat cannot be read, which counts as stale
+    first = run_watchdog(stack, state, TL_WATCHDOG_STALE_S="2")
+    assert first.returncode == 0 and node_state(stack) == "running"
+    assert json.loads(state.read_text())["stale_since"] is not None
+    time.sleep(2.1)
+    dry = run_watchdog(stack, state, TL_WATCHDOG_STALE_S="2", TL_STOP_MODE="dry-run")
+    assert "would stop" in dry.stdout and node_state(stack) == "running"
+    done = run_watchdog(stack, state, TL_WATCHDOG_STALE_S="2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "StopInstances called" in done.stdout
+    assert node_state(stack) in ("stopping", "stopped")
