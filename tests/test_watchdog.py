@@ -15,33 +15,33 @@ from devstack.stack import Stack
 from jobqueue import contract
 from node_agent.watchdog import decide
 
-I = "i-0123456789abcdef0"
+IID = "i-0123456789abcdef0"
 
 
 def test_a_fresh_heartbeat_is_ok_and_clears_the_stale_clock() -> None:
-    v = decide(1000, {"instance_id": I, "at": 990}, instance_id=I, stale_since=500, uptime_s=9999, limit_s=600)
+    v = decide(1000, {"instance_id": IID, "at": 990}, instance_id=IID, stale_since=500, uptime_s=9999, limit_s=600)
     assert (v.action, v.stale_since) == ("ok", None)
 
 
 def test_a_missing_heartbeat_starts_the_clock_then_stops_after_the_limit() -> None:
-    first = decide(1000, None, instance_id=I, stale_since=None, uptime_s=9999, limit_s=600)
+    first = decide(1000, None, instance_id=IID, stale_since=None, uptime_s=9999, limit_s=600)
     assert (first.action, first.stale_since) == ("wait", 1000)
-    later = decide(1599, None, instance_id=I, stale_since=first.stale_since, uptime_s=9999, limit_s=600)
+    later = decide(1599, None, instance_id=IID, stale_since=first.stale_since, uptime_s=9999, limit_s=600)
     assert later.action == "wait"
-    last = decide(1600, None, instance_id=I, stale_since=first.stale_since, uptime_s=9999, limit_s=600)
+    last = decide(1600, None, instance_id=IID, stale_since=first.stale_since, uptime_s=9999, limit_s=600)
     assert last.action == "stop" and "no heartbeat" in last.reason
 
 
 def test_an_old_heartbeat_or_another_instances_counts_as_missing() -> None:
-    old = decide(5000, {"instance_id": I, "at": 1000}, instance_id=I, stale_since=1000, uptime_s=9999, limit_s=600)
+    old = decide(5000, {"instance_id": IID, "at": 1000}, instance_id=IID, stale_since=1000, uptime_s=9999, limit_s=600)
     assert old.action == "stop" and "old" in old.reason
-    other = decide(5000, {"instance_id": "i-other", "at": 5000}, instance_id=I, stale_since=1000, uptime_s=9999,
+    other = decide(5000, {"instance_id": "i-other", "at": 5000}, instance_id=IID, stale_since=1000, uptime_s=9999,
                    limit_s=600)  # fmt: skip
     assert other.action == "stop" and "i-other" in other.reason
 
 
 def test_a_node_that_just_booted_is_given_the_limit_first() -> None:
-    v = decide(5000, None, instance_id=I, stale_since=1000, uptime_s=120, limit_s=600)
+    v = decide(5000, None, instance_id=IID, stale_since=1000, uptime_s=120, limit_s=600)
     assert v.action == "wait"
 
 
