@@ -98,13 +98,15 @@ lint: $(VENV)/.installed $(VENV)/.ansible
 
 # Every role's Molecule scenario, in a systemd Debian 12 container (scripts/build-base-image).
 MOLECULE_ROLES := $(patsubst roles/%/molecule/default/molecule.yml,%,$(wildcard roles/*/molecule/default/molecule.yml))
-export CONTAINERS_CONF := $(CURDIR)/molecule/containers.conf
+MOLECULE_ENV := CONTAINERS_CONF=$(CURDIR)/molecule/containers.conf ANSIBLE_CONFIG=$(CURDIR)/ansible.cfg \
+  ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/.ansible/collections PATH=$(CURDIR)/$(BIN):$$PATH
 
 molecule: deps
-	scripts/build-base-image
+	rm -rf build/dist && $(BIN)/pip wheel -q --no-deps -w build/dist .  # the package the node_agent role installs
+	$(MOLECULE_ENV) scripts/build-base-image
 	@for role in $(MOLECULE_ROLES); do \
 	  echo "=== molecule: $$role"; start=$$(date +%s); \
-	  (cd roles/$$role && MOLECULE_ROLE=$$role PATH=$(CURDIR)/$(BIN):$$PATH ../../$(BIN)/molecule -c ../../molecule/base.yml test) || exit 1; \
+	  (cd roles/$$role && $(MOLECULE_ENV) MOLECULE_ROLE=$$role ../../$(BIN)/molecule -c ../../molecule/base.yml test) || exit 1; \
 	  echo "=== molecule: $$role passed in $$(( $$(date +%s) - start )) s"; \
 	done
 
