@@ -1,0 +1,32 @@
+"""Every role declares each of its variables in meta/argument_specs.yml with its default, and documents it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROLES = sorted(p.parent.parent for p in (Path(__file__).resolve().parent.parent / "roles").glob("*/meta/main.yml"))
+
+
+@pytest.mark.parametrize("role", ROLES, ids=[r.name for r in ROLES])
+def test_defaults_specs_and_readme_agree(role: Path) -> None:
+    defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text()) or {}
+    options = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
+    assert set(defaults) == set(options)
+    for name, value in defaults.items():
+        assert name.startswith(f"{role.name}_"), f"{name} is not prefixed with {role.name}_"
+        assert options[name]["default"] == value, name
+        assert options[name].get("description"), name
+    readme = (role / "README.md").read_text()
+    missing = [name for name in defaults if f"`{name}`" not in readme]
+    assert not missing, f"{role.name}/README.md does not document {missing}"
+
+
+@pytest.mark.parametrize("role", ROLES, ids=[r.name for r in ROLES])
+def test_every_role_has_a_molecule_scenario_with_checks(role: Path) -> None:
+    scenario = role / "molecule" / "default"
+    assert (scenario / "molecule.yml").exists() and (scenario / "converge.yml").exists()
+    tests = list((scenario / "tests").glob("test_*.py"))
+    assert tests and all("assert" in t.read_text() for t in tests)
