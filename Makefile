@@ -39,6 +39,7 @@ help:
 	@echo "make bench      the agent benchmark (bench/agent.py)"
 	@echo "make bench-router  the router benchmark (bench/router.py)"
 	@echo "make lambda-package  one reproducible zip per function under build/"
+	@echo "make molecule   every role's Molecule scenario (podman, systemd Debian 12)"
 
 deps: sysdeps $(VENV)/.installed $(VENV)/.llama $(MODEL) $(NEWMAN) $(VENV)/.ansible
 
