@@ -60,12 +60,7 @@ def main() -> int:
             print(f'\n$ tl infer "{args.prompt}" --max-tokens {args.max_tokens}', flush=True)
             run = subprocess.Popen([tl, "infer", args.prompt, "--max-tokens", str(args.max_tokens), "--poll", "0.25"],
                                    env=env)  # fmt: skip
-
-            def node_running() -> bool:
-                found = ec2.describe_instances(InstanceIds=[stack.instance_id])
-                return found["Reservations"][0]["Instances"][0]["State"]["Name"] == "running"
-
-            wait_until(node_running, 30, "the router to start the node")
+            wait_until(lambda: stack.node_state() == "running", 30, "the router to start the node")
             time.sleep(2)  # let the "starting" state be seen, as a real boot takes a minute or more
             llama.wait_ready()
             stack.start_agent(llama.url, TL_MAX_CONCURRENCY="4")

@@ -132,6 +132,14 @@ class Stack:
         client: CloudWatchClient = self.moto.client("cloudwatch")
         return client
 
+    def node(self) -> dict[str, Any]:
+        """The node instance as EC2 (moto) describes it now."""
+        found = self.ec2().describe_instances(InstanceIds=[self.instance_id])
+        return dict(found["Reservations"][0]["Instances"][0])
+
+    def node_state(self) -> str:
+        return str(self.node()["State"]["Name"])
+
     def queue(self) -> JobQueue:
         return JobQueue(redis.Redis.from_url(self.redis.url))
 

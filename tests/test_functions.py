@@ -36,12 +36,8 @@ def env(function_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[s
     return function_env
 
 
-def instance(stack: Stack) -> dict[str, Any]:
-    return stack.ec2().describe_instances(InstanceIds=[stack.instance_id])["Reservations"][0]["Instances"][0]
-
-
 def tags(stack: Stack) -> dict[str, str]:
-    return {t["Key"]: t["Value"] for t in instance(stack).get("Tags", [])}
+    return {t["Key"]: t["Value"] for t in stack.node().get("Tags", [])}
 
 
 # ---------------------------------------------------------------- queue_health
@@ -112,7 +108,7 @@ def test_unknown_targets_are_refused(
     code, body = resize(shape[0], signing_key.token(**{"cognito:groups": ["admin"]}), target)
     assert (code, body["field"]) == (400, "target")
     assert "g4dn.xlarge, t3.small" in body["message"]
-    assert instance(stack)["InstanceType"] == "t3.small"
+    assert stack.node()["InstanceType"] == "t3.small"
 
 
 def test_resize_is_dispatched_then_stops_retypes_and_starts(
@@ -126,7 +122,7 @@ def test_resize_is_dispatched_then_stops_retypes_and_starts(
     (job,) = dispatched
     done = app.handle(job)  # what the asynchronous invocation runs
     assert done["status"] == "resized"
-    described = instance(stack)
+    described = stack.node()
     assert (described["InstanceType"], described["State"]["Name"]) == ("g4dn.xlarge", "running")
     assert RESIZING_TAG not in tags(stack)
     assert [m["Resizes"] for m in emf_metrics(capsys.readouterr().out) if "Resizes" in m] == [1]
@@ -141,7 +137,7 @@ def test_inline_resize_answers_when_done(
     app = ShapeControl(Settings.from_env(), stack.ec2(), Verifier(JwksCache(jwks.url), ISSUER, AUDIENCE), None)
     code, body = resize(app, signing_key.token(**{"cognito:groups": ["admin"]}), "g4dn.xlarge")
     assert (code, body["status"], body["type"]) == (200, "resized", "g4dn.xlarge")
-    assert instance(stack)["InstanceType"] == "g4dn.xlarge"
+    assert stack.node()["InstanceType"] == "g4dn.xlarge"
 
 
 def test_a_held_node_is_not_resized(shape: tuple[ShapeControl, Any], signing_key: SigningKey, stack: Stack) -> None:
@@ -158,7 +154,7 @@ def test_budget_killer_stops_holds_releases_and_deletes_and_is_safe_twice(
     ec2 = stack.ec2()
     eip = ec2.allocate_address(Domain="vpc")
     ec2.associate_address(AllocationId=eip["AllocationId"], InstanceId=stack.instance_id)
-    other = ec2.run_instances(ImageId=instance(stack)["ImageId"], InstanceType="t3.micro", MinCount=1, MaxCount=1)
+    other = ec2.run_instances(ImageId=stack.node()["ImageId"], InstanceType="t3.micro", MinCount=1, MaxCount=1)
     other_id = other["Instances"][0]["InstanceId"]  # not tagged: not ours, never touched
     elasticache = stack.moto.client("elasticache")
     elasticache.create_cache_cluster(CacheClusterId="tl-queue", Engine="redis", CacheNodeType="cache.t4g.small",
@@ -170,7 +166,7 @@ def test_budget_killer_stops_holds_releases_and_deletes_and_is_safe_twice(
     first = kill(s, ec2, elasticache, dt.date(2026, 11, 23))
     assert first["stopped"] == [stack.instance_id]
     assert first["released_eips"] == [eip["PublicIp"]] and first["redis_deleted"]
-    assert instance(stack)["State"]["Name"] in ("stopping", "stopped")
+    assert stack.node()["State"]["Name"] in ("stopping", "stopped")
     assert tags(stack)[HOLD_TAG] == "budget-2026-11-23"
     assert ec2.describe_addresses()["Addresses"] == []
     clusters = elasticache.describe_cache_clusters()["CacheClusters"]

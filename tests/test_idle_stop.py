@@ -17,16 +17,11 @@ pytestmark = pytest.mark.slow
 IDLE_3S = {"TL_IDLE_MINUTES": "0.05", "TL_STOP_MODE": "stop", "TL_IDLE_POLL_S": "0.2"}
 
 
-def state(stack: Stack) -> str:
-    found = stack.ec2().describe_instances(InstanceIds=[stack.instance_id])
-    return found["Reservations"][0]["Instances"][0]["State"]["Name"]
-
-
 def test_idle_node_stops_itself_and_counts_the_stop(stack: Stack, standin: StandInServer) -> None:
     port = free_port()
     agent = stack.start_agent(standin.url, TL_METRICS_PORT=str(port), **IDLE_3S)
     started = time.monotonic()
-    wait_until(lambda: state(stack) == "stopped", 15, "the instance to stop")
+    wait_until(lambda: stack.node_state() == "stopped", 15, "the instance to stop")
     assert time.monotonic() - started >= 2.5  # not before its idle time
     log = agent.log_path.read_text()
     assert "idle stop: StopInstances called" in log
@@ -43,12 +38,12 @@ def test_node_does_not_stop_while_a_job_runs_and_stays_warm_as_the_job_asked(
     job = stack.submit("four seconds of work", idle_minutes=2)
     wait_until(lambda: slow_standin.stats()["running"] == 1, 5, "the job to run")
     time.sleep(3.5)  # longer than the 3 s idle time
-    assert state(stack) == "running"
+    assert stack.node_state() == "running"
     stack.wait_reply(job["id"], 20)
     wait_until(lambda: (stack.queue().heartbeat() or {}).get("idle_stop_in_s") is not None, 5, "idle again")
     remaining = (stack.queue().heartbeat() or {})["idle_stop_in_s"]
     assert 100 < remaining <= 120  # the job's 2 idle minutes, not the node's 3 s
-    assert state(stack) == "running"
+    assert stack.node_state() == "running"
 
 
 def test_node_does_not_stop_while_a_job_is_queued(stack: Stack, standin: StandInServer) -> None:
@@ -58,7 +53,7 @@ def test_node_does_not_stop_while_a_job_is_queued(stack: Stack, standin: StandIn
     r.xreadgroup(contract.CONSUMER_GROUP, "ghost", {contract.QUEUE_STREAM: ">"}, count=1)
     stack.start_agent(standin.url, TL_CLAIM_TIMEOUT_S="8", **IDLE_3S)
     time.sleep(5)  # the job is queued but not yet due for a reclaim
-    assert state(stack) == "running"
+    assert stack.node_state() == "running"
     assert stack.wait_reply(job["id"], 20)["status"] == "done"
 
 
@@ -71,12 +66,12 @@ def test_node_does_not_stop_while_the_backend_serves_other_clients(stack: Stack,
     stack.start_agent(slow_standin.url, **IDLE_3S)
     direct.start()
     time.sleep(3.5)
-    assert state(stack) == "running"
+    assert stack.node_state() == "running"
     direct.join()
-    wait_until(lambda: state(stack) == "stopped", 15, "the instance to stop after the backend went idle")
+    wait_until(lambda: stack.node_state() == "stopped", 15, "the instance to stop after the backend went idle")
 
 
 def test_dry_run_only_logs(stack: Stack, standin: StandInServer) -> None:
     agent = stack.start_agent(standin.url, **{**IDLE_3S, "TL_STOP_MODE": "dry-run"})
     wait_until(lambda: "would stop the instance" in agent.log_path.read_text(), 15, "a dry-run stop")
-    assert state(stack) == "running"
+    assert stack.node_state() == "running"

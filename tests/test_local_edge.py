@@ -121,17 +121,12 @@ def test_tl_starts_the_node_follows_the_text_and_prints_the_reply(
     login = tl(["login", "--password", "--username", "ben"], {**tl_env, "TL_PASSWORD": PASSWORD})
     assert login.returncode == 0, login.stderr
     assert oct(Path(tl_env["TL_TOKEN_FILE"]).stat().st_mode & 0o777) == "0o600"
-    ec2 = shared_stack.ec2()
-    ec2.stop_instances(InstanceIds=[shared_stack.instance_id])
+    shared_stack.ec2().stop_instances(InstanceIds=[shared_stack.instance_id])
     shared_stack.redis.client().delete("tl:heartbeat")
     run = subprocess.Popen([venv_tool("tl"), "infer", "Say something", "--max-tokens", "16", "--poll", "0.2"],
                            env=tl_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-
-    def node_running() -> bool:
-        found = ec2.describe_instances(InstanceIds=[shared_stack.instance_id])
-        return found["Reservations"][0]["Instances"][0]["State"]["Name"] == "running"
-
-    wait_until(node_running, 30, "the router to start the node")  # the cold boot, in moto
+    # the cold boot, in moto
+    wait_until(lambda: shared_stack.node_state() == "running", 30, "the router to start the node")
     agent = shared_stack.start_agent(standin.url)  # ... and the node's agent comes up
     out, err = run.communicate(timeout=60)
     agent.stop()

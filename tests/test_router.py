@@ -52,11 +52,6 @@ def set_state(stack: Stack, state: str) -> None:
     ec2.get_waiter(f"instance_{state}").wait(InstanceIds=[stack.instance_id], WaiterConfig={"Delay": 0.2})
 
 
-def node_state(stack: Stack) -> str:
-    found = stack.ec2().describe_instances(InstanceIds=[stack.instance_id])
-    return found["Reservations"][0]["Instances"][0]["State"]["Name"]
-
-
 def infer(router: Router, token: str, body: Any = None, **kw: Any) -> dict[str, Any]:
     raw = json.dumps(body if body is not None else {"prompt": "hello"}) if not isinstance(body, str | bytes) else body
     return router.handle(v2_event("POST", "/infer", body=raw, token=token, **kw))
@@ -90,7 +85,7 @@ def test_a_stopped_node_is_started_once(
     body = body_of(response)
     assert (response["statusCode"], body["status"], body["eta"]) == (202, "starting", 90)
     assert ec2_calls.count("StartInstances") == 1
-    assert node_state(stack) in ("pending", "running")
+    assert stack.node_state() in ("pending", "running")
     assert [m["EC2Starts"] for m in emf_metrics(capsys.readouterr().out) if "EC2Starts" in m] == [1]
     assert stack.queue().depth() == 1
 
@@ -136,7 +131,7 @@ def test_a_held_node_is_not_started_and_nothing_is_queued(
     stack.ec2().create_tags(Resources=[stack.instance_id], Tags=[{"Key": HOLD_TAG, "Value": "budget-2026-11-23"}])
     response = infer(router, signing_key.token())
     assert (response["statusCode"], body_of(response)["status"]) == (503, "held")
-    assert node_state(stack) == "stopped"
+    assert stack.node_state() == "stopped"
     assert stack.redis.client().dbsize() <= 1  # only the user's throttle bucket
 
 
@@ -406,7 +401,7 @@ def test_a_node_that_stopped_under_a_fresh_job_is_started_again(
     infer(router, signing_key.token())  # queued just as the agent decided to stop
     set_state(stack, "stopped")
     assert router.handle(state_event(stack.instance_id, "stopped"))["action"] == "started"
-    assert node_state(stack) in ("pending", "running")
+    assert stack.node_state() in ("pending", "running")
     set_state(stack, "stopped")
     assert router.handle(state_event(stack.instance_id, "stopped"))["action"] == "none"  # the wake was used up
 
@@ -416,7 +411,7 @@ def test_a_stop_with_no_waiting_job_stays_stopped(router: Router, stack: Stack) 
     set_state(stack, "stopped")
     assert router.handle(state_event(stack.instance_id, "stopped"))["action"] == "none"
     assert router.handle(state_event("i-someone-else", "stopped"))["action"] == "none"
-    assert node_state(stack) == "stopped"
+    assert stack.node_state() == "stopped"
 
 
 def test_handler_reads_its_configuration_from_the_environment(

@@ -52,25 +52,20 @@ def run_watchdog(stack: Stack, state: Path, **env: str) -> subprocess.CompletedP
     return subprocess.run([venv_tool("tl-watchdog")], env=full, capture_output=True, text=True, timeout=60, check=False)
 
 
-def node_state(stack: Stack) -> str:
-    found = stack.ec2().describe_instances(InstanceIds=[stack.instance_id])
-    return found["Reservations"][0]["Instances"][0]["State"]["Name"]
-
-
 @pytest.mark.slow
 def test_the_watchdog_stops_the_instance_when_the_agent_is_gone(stack: Stack, tmp_path: Path) -> None:
     state = tmp_path / "watchdog.json"
     stack.redis.client().set(contract.HEARTBEAT, json.dumps({"instance_id": stack.instance_id, "at": time.time()}))
     fine = run_watchdog(stack, state, TL_WATCHDOG_STALE_S="2")
-    assert fine.returncode == 0 and node_state(stack) == "running"
+    assert fine.returncode == 0 and stack.node_state() == "running"
     stack.redis.stop()  # Redis gone: the heartbeat cannot be read, which counts as stale
     first = run_watchdog(stack, state, TL_WATCHDOG_STALE_S="2")
-    assert first.returncode == 0 and node_state(stack) == "running"
+    assert first.returncode == 0 and stack.node_state() == "running"
     assert json.loads(state.read_text())["stale_since"] is not None
     time.sleep(2.1)
     dry = run_watchdog(stack, state, TL_WATCHDOG_STALE_S="2", TL_STOP_MODE="dry-run")
-    assert "would stop" in dry.stdout and node_state(stack) == "running"
+    assert "would stop" in dry.stdout and stack.node_state() == "running"
     done = run_watchdog(stack, state, TL_WATCHDOG_STALE_S="2")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "StopInstances called" in done.stdout
-    assert node_state(stack) in ("stopping", "stopped")
+    assert stack.node_state() in ("stopping", "stopped")

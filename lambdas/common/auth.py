@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import threading
 import time
 import urllib.request
@@ -25,7 +24,8 @@ import jwt
 import rsa
 from jwt.algorithms import Algorithm
 
-log = logging.getLogger(__name__)
+from lambdas.common.http import HttpError
+from lambdas.common.logs import log
 
 ALGORITHM: Final = "RS256"
 MIN_KEY_BITS: Final = 2048
@@ -143,11 +143,11 @@ class JwksCache:
                 try:
                     keys[str(jwk["kid"])] = RsaSha256.from_jwk(jwk)
                 except (jwt.InvalidKeyError, ValueError) as exc:  # one bad key does not discard the others
-                    log.warning("JWKS key skipped", extra={"kid": jwk["kid"], "error": str(exc)})
+                    log("warning", "JWKS key skipped", kid=jwk["kid"], error=str(exc))
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             if not self._keys:
                 raise KeysUnavailable(f"signing keys unavailable from {self.url}: {exc}") from None
-            log.warning("JWKS not refreshed; keeping the keys read before", extra={"error": str(exc)})
+            log("warning", "JWKS not refreshed; keeping the keys read before", error=str(exc))
             self._read_at = now - self._max_age_s + UNKNOWN_KID_REFRESH_S  # try again soon, not on every call
             return
         self._keys = keys
@@ -237,3 +237,15 @@ class Verifier:
         if not isinstance(sub, str) or not 0 < len(sub) <= 128:  # noqa: PLR2004
             raise AuthError(403, "sub must be a string of 1 to 128 characters")
         return Claims.from_payload(payload)
+
+
+def authenticate(verifier: Verifier, authorization: str | None) -> Claims:
+    """The caller's claims, or the ``HttpError`` every entry point answers: 401 without a token, 403 for a token
+    that is not acceptable, 503 when the signing keys cannot be read (our problem, not the caller's)."""
+    try:
+        return verifier.claims(authorization)
+    except AuthError as exc:
+        raise HttpError(exc.status, exc.reason) from None
+    except KeysUnavailable as exc:
+        log("error", "cannot verify tokens", error=str(exc))
+        raise HttpError(503, "cannot verify tokens right now; try again", status="unavailable") from None

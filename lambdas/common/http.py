@@ -85,5 +85,10 @@ def respond(status: int, body: dict[str, Any], headers: dict[str, str] | None = 
     }
 
 
+def disabled() -> dict[str, Any]:
+    """What every route but /ping answers while TL_DISABLE_LAM_ROUTER is set."""
+    return respond(503, {"status": "disabled", "message": "the router is switched off"})
+
+
 def is_http_event(event: object) -> bool:
     return isinstance(event, dict) and event.get("version") == "2.0" and "requestContext" in event

@@ -19,7 +19,8 @@ from typing import Any, Final
 from urllib.parse import parse_qsl
 
 from lambdas import routes
-from lambdas.common.auth import AuthError, Claims, JwksCache, KeysUnavailable, Verifier
+from lambdas.common.auth import Claims, JwksCache, Verifier, authenticate
+from lambdas.common.http import HttpError
 from lambdas.common.settings import Settings
 
 Scope = MutableMapping[str, Any]
@@ -70,7 +71,7 @@ class LocalEdge:
         method, path = scope["method"], scope["path"]
         found = routes.match(method, path)
         route_key = found[0].key if found else "-"
-        if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
+        if method == "OPTIONS" and "access-control-request-method" in headers:
             status, out_headers, body = _preflight(headers, path)
         elif found is None:
             status, out_headers, body = _json(404, {"message": "Not Found"})
@@ -112,11 +113,10 @@ class LocalEdge:
             if self.verifier is None:
                 return _json(500, {"message": "the local edge has no authorizer configured"})
             try:
-                claims = await asyncio.to_thread(self.verifier.claims, headers.get("authorization"))
-            except AuthError as exc:
-                return _json(exc.status, {"message": exc.reason})
-            except KeysUnavailable:
-                return _json(503, {"message": "cannot verify tokens right now; try again", "status": "unavailable"})
+                claims = await asyncio.to_thread(authenticate, self.verifier, headers.get("authorization"))
+            except HttpError as exc:
+                refused = exc.response()
+                return refused["statusCode"], refused["headers"], refused["body"].encode()
         event = build_event(route, params, scope, headers=headers, body=body, request_id=request_id, claims=claims)
         response = await asyncio.to_thread(self.handlers[route.function], event, None)
         out = {str(k).lower(): str(v) for k, v in (response.get("headers") or {}).items()}

@@ -21,9 +21,9 @@ from jobqueue import contract
 from jobqueue.queue import EnqueueError, JobQueue
 from lambdas import routes
 from lambdas.common import metrics
-from lambdas.common.auth import AuthError, Claims, JwksCache, KeysUnavailable, Verifier
+from lambdas.common.auth import Claims, JwksCache, Verifier, authenticate
 from lambdas.common.clients import aws
-from lambdas.common.http import HttpError, Request, is_http_event, respond
+from lambdas.common.http import HttpError, Request, disabled, is_http_event, respond
 from lambdas.common.logs import log
 from lambdas.common.node import Node, find_node
 from lambdas.common.redis_client import connect
@@ -93,9 +93,9 @@ class Router:
             elif route.path == "/ping":
                 response = respond(200, {"status": "ok"})
             elif self.s.disable_router:
-                response = respond(503, {"status": "disabled", "message": "the router is switched off"})
+                response = disabled()
             else:
-                claims = self._authenticate(req)
+                claims = authenticate(self.verifier, req.headers.get("authorization"))
                 user = claims.sub
                 response = self._serve(route, req, claims)
         except HttpError as exc:
@@ -111,15 +111,6 @@ class Router:
                 return route
         found = routes.match(req.method, req.path)  # a $default route: match the path ourselves
         return found[0] if found and found[0].function == "router" else None
-
-    def _authenticate(self, req: Request) -> Claims:
-        try:
-            return self.verifier.claims(req.headers.get("authorization"))
-        except AuthError as exc:
-            raise HttpError(exc.status, exc.reason) from None
-        except KeysUnavailable as exc:
-            log("error", "cannot verify tokens", error=str(exc))
-            raise HttpError(503, "cannot verify tokens right now; try again", status="unavailable") from None
 
     def _serve(self, route: routes.Route, req: Request, claims: Claims) -> dict[str, Any]:
         if route.path == "/infer":

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from lambdas.common import metrics
-from lambdas.common.auth import AuthError, JwksCache, KeysUnavailable, Verifier
-from lambdas.common.http import HttpError, Request, is_http_event, respond
+from lambdas.common.auth import JwksCache, Verifier, authenticate
+from lambdas.common.http import HttpError, Request, disabled, is_http_event, respond
 from lambdas.common.logs import log
 from lambdas.common.node import RESIZING_TAG, find_node
 from lambdas.common.settings import Settings
@@ -59,13 +59,8 @@ class ShapeControl:
 
     def request(self, req: Request) -> dict[str, Any]:
         if self.s.disable_router:
-            return respond(503, {"status": "disabled", "message": "the router is switched off"})
-        try:
-            claims = self.verifier.claims(req.headers.get("authorization"))
-        except AuthError as exc:
-            raise HttpError(exc.status, exc.reason) from None
-        except KeysUnavailable:
-            raise HttpError(503, "cannot verify tokens right now; try again", status="unavailable") from None
+            return disabled()
+        claims = authenticate(self.verifier, req.headers.get("authorization"))
         if self.s.admin_group not in claims.groups:
             raise HttpError(403, f"only members of the {self.s.admin_group} group may resize the node")
         target = req.query.get("target", "")
