@@ -124,8 +124,9 @@ demo: deps
 bench: deps
 	$(BIN)/python bench/agent.py
 
-lambda-package: $(VENV)/.installed
-	$(BIN)/python -m lambdas.package --out build
+# Needs only Python and pip (no venv): the builder shape runs it with the system python3.
+lambda-package:
+	$(PYTHON) -m lambdas.package --out build
 
 bench-router: $(VENV)/.installed
 	$(BIN)/python bench/router.py
