@@ -97,19 +97,33 @@ lint: $(VENV)/.installed $(VENV)/.ansible
 	$(BIN)/yamllint -s .
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-lint
 
-# Every role's Molecule scenario, in a systemd Debian 12 container (scripts/build-base-image).
+# Every role's Molecule scenario and the whole-node one (molecule/node), in systemd Debian 12 containers
+# (scripts/build-base-image), two at a time; each one's log goes to build/molecule/<name>.log.
 MOLECULE_ROLES := $(patsubst roles/%/molecule/default/molecule.yml,%,$(wildcard roles/*/molecule/default/molecule.yml))
+# the longest first, so that the two lanes end together
+MOLECULE_SCENARIOS := node watchdog docker_builder $(filter-out watchdog docker_builder,$(MOLECULE_ROLES))
+MOLECULE_JOBS ?= 2
 MOLECULE_ENV := CONTAINERS_CONF=$(CURDIR)/molecule/containers.conf ANSIBLE_CONFIG=$(CURDIR)/ansible.cfg \
-  ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/.ansible/collections PATH=$(CURDIR)/$(BIN):$$PATH
+  ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/.ansible/collections PATH=$(CURDIR)/$(BIN):$$PATH TL_REPO_ROOT=$(CURDIR) \
+  ANSIBLE_CALLBACKS_ENABLED=ansible.posix.profile_tasks
 
 molecule: deps
 	rm -rf build/dist && $(BIN)/pip wheel -q --no-deps -w build/dist .  # the package the node_agent role installs
 	$(MOLECULE_ENV) scripts/build-base-image
-	@for role in $(MOLECULE_ROLES); do \
-	  echo "=== molecule: $$role"; start=$$(date +%s); \
-	  (cd roles/$$role && $(MOLECULE_ENV) MOLECULE_ROLE=$$role ../../$(BIN)/molecule -c ../../molecule/base.yml test) || exit 1; \
-	  echo "=== molecule: $$role passed in $$(( $$(date +%s) - start )) s"; \
-	done
+	mkdir -p build/molecule $(CACHE)/container-pip
+	@start=$$(date +%s); \
+	$(MAKE) --no-print-directory -j$(MOLECULE_JOBS) $(addprefix molecule-,$(MOLECULE_SCENARIOS)); \
+	echo "=== molecule: all $(words $(MOLECULE_SCENARIOS)) scenarios passed in $$(( $$(date +%s) - start )) s"
+
+molecule-%:
+	@if [ "$*" = node ]; then dir=.; scenario=node; else dir=roles/$*; scenario=default; fi; \
+	echo "=== molecule $*: started"; start=$$(date +%s); log=$(CURDIR)/build/molecule/$*.log; \
+	if (cd $$dir && $(MOLECULE_ENV) MOLECULE_ROLE=$* $(CURDIR)/$(BIN)/molecule -c $(CURDIR)/molecule/base.yml \
+	      test -s $$scenario) >$$log 2>&1; then \
+	  echo "=== molecule $*: passed in $$(( $$(date +%s) - start )) s"; \
+	else \
+	  tail -n 200 $$log; echo "=== molecule $*: FAILED after $$(( $$(date +%s) - start )) s (whole log: $$log)"; exit 1; \
+	fi
 
 test: deps lint
 	$(PYTEST)
