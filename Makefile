@@ -28,7 +28,7 @@ LLAMA_CMAKE_ARGS := -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_B
 LLAMA_BUILD_JOBS ?= $(shell nproc)
 
 PYTEST := $(BIN)/python -m pytest
-CODE := node_agent jobqueue lambdas tlcli devstack tests bench
+CODE := node_agent jobqueue lambdas tlcli devstack tests bench roles molecule
 
 .PHONY: help deps sysdeps lint test test-fast demo bench bench-router lambda-package molecule clean
 

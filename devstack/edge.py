@@ -54,6 +54,17 @@ def create_user(stack: Stack, pool: UserPool, username: str, password: str, *, a
         cognito.admin_add_user_to_group(UserPoolId=pool.pool_id, Username=username, GroupName="admin")
 
 
+def id_token(stack: Stack, pool: UserPool, username: str, password: str) -> str:
+    """A user's ID token from the local Cognito (USER_PASSWORD_AUTH), as `tl login --password` gets one."""
+    cognito: CognitoIdentityProviderClient = stack.moto.client("cognito-idp")
+    auth = cognito.initiate_auth(
+        ClientId=pool.client_id,
+        AuthFlow="USER_PASSWORD_AUTH",
+        AuthParameters={"USERNAME": username, "PASSWORD": password},
+    )
+    return auth["AuthenticationResult"]["IdToken"]
+
+
 def function_env(stack: Stack, pool: UserPool) -> dict[str, str]:
     """The TL_* variables of the functions and the edge, pointed at the local stack."""
     return {

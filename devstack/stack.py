@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from mypy_boto3_cloudwatch import CloudWatchClient
     from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_ssm import SSMClient
 
 BUCKET: Final = "tinyllama-data-replies"
 NODE_TAG_KEY: Final = "env"
@@ -126,6 +127,10 @@ class Stack:
 
     def ec2(self) -> EC2Client:
         client: EC2Client = self.moto.client("ec2")
+        return client
+
+    def ssm(self) -> SSMClient:
+        client: SSMClient = self.moto.client("ssm")
         return client
 
     def cloudwatch(self) -> CloudWatchClient:

@@ -56,8 +56,8 @@ def test_the_agent_serves_a_queued_job_with_the_real_model(host):
         "import boto3, time;"
         "s3 = boto3.client('s3', endpoint_url='http://127.0.0.1:5000', region_name='eu-central-1',"
         " aws_access_key_id='t', aws_secret_access_key='t');"
-        "exec('for _ in range(300):\\n try:\\n  print(s3.get_object(Bucket=\"tl-replies\", Key=\"replies/%s.json\")"
-        "[\"Body\"].read().decode()); break\\n except s3.exceptions.NoSuchKey:\\n  time.sleep(0.2)')"
+        'exec(\'for _ in range(300):\\n try:\\n  print(s3.get_object(Bucket="tl-replies", Key="replies/%s.json")'
+        '["Body"].read().decode()); break\\n except s3.exceptions.NoSuchKey:\\n  time.sleep(0.2)\')'
     ) % job_id
     reply = json.loads(host.run("/opt/moto/bin/python -c %s", read).stdout)
     assert reply["id"] == job_id and reply["status"] == "done", reply

@@ -71,15 +71,15 @@ def fetch(uri: str, dest: Path, s3: Any | None = None) -> dict[str, Any]:
         if path.exists() and path.stat().st_size == length and known.get(object_key) == stamp:
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         os.close(fd)
+        tmp = Path(name)
         try:
-            s3.download_file(bucket, object_key, tmp)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
+            s3.download_file(bucket, object_key, name)
+            tmp.chmod(0o644)
+            tmp.replace(path)
         finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            tmp.unlink(missing_ok=True)
         known[object_key] = stamp
         downloaded += 1
         size += length
@@ -90,10 +90,12 @@ def fetch(uri: str, dest: Path, s3: Any | None = None) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
+    try:
+        source, dest = argv
+    except ValueError:
         print(__doc__, file=sys.stderr)
         return 2
-    print(json.dumps(fetch(argv[0], Path(argv[1]))))
+    print(json.dumps(fetch(source, Path(dest))))
     return 0
 
 

@@ -34,9 +34,9 @@ ansible_facts:
   type: dict
 """
 
-import os
 import re
 import shutil
+from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -47,33 +47,31 @@ DISPLAY_CLASS = "0x03"
 KNOWN = {"0x1eb8": "Tesla T4", "0x2237": "A10G", "0x27b8": "L4", "0x20b5": "A100 80GB", "0x2330": "H100 80GB"}
 
 
-def _read(path: str) -> str:
+def _read(path: Path) -> str:
     try:
-        with open(path, encoding="ascii") as handle:
-            return handle.read().strip()
+        return path.read_text(encoding="ascii").strip()
     except OSError:
         return ""
 
 
 def find_gpus(sysfs_pci: str) -> list[dict[str, str]]:
-    devices = []
     try:
-        slots = sorted(os.listdir(sysfs_pci))
+        slots = sorted(Path(sysfs_pci).iterdir())
     except OSError:
-        return devices
-    for slot in slots:
-        base = os.path.join(sysfs_pci, slot)
-        if _read(os.path.join(base, "vendor")) != NVIDIA_VENDOR:
+        return []
+    devices = []
+    for base in slots:
+        if _read(base / "vendor") != NVIDIA_VENDOR:
             continue
-        if not _read(os.path.join(base, "class")).startswith(DISPLAY_CLASS):
+        if not _read(base / "class").startswith(DISPLAY_CLASS):
             continue  # NVIDIA's audio and USB functions on consumer cards
-        device = _read(os.path.join(base, "device"))
-        devices.append({"slot": slot, "device_id": device, "name": KNOWN.get(device, f"NVIDIA {device}")})
+        device = _read(base / "device")
+        devices.append({"slot": base.name, "device_id": device, "name": KNOWN.get(device, f"NVIDIA {device}")})
     return devices
 
 
 def driver_version(version_file: str) -> str | None:
-    match = re.search(r"Kernel Module\s+(?:for \S+\s+)?([0-9][0-9.]+)", _read(version_file))
+    match = re.search(r"Kernel Module\s+(?:for \S+\s+)?([0-9][0-9.]+)", _read(Path(version_file)))
     return match.group(1) if match else None
 
 

@@ -2,7 +2,6 @@
 
 import json
 
-
 FETCH = (
     "import json, sys, urllib.request as u; body = sys.argv[2].encode() or None;"
     "r = u.Request('http://127.0.0.1:8000' + sys.argv[1], body, {'Content-Type': 'application/json'});"

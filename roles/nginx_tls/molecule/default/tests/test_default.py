@@ -1,5 +1,6 @@
 """nginx_tls, checked on the running container: TLS versions, HSTS, streaming through the proxy."""
 
+
 def openssl(host, flags):
     return host.run(f"echo | timeout 10 openssl s_client -connect 127.0.0.1:443 {flags} 2>&1")
 
@@ -30,8 +31,11 @@ def test_hsts_is_sent(host):
 
 def test_chunks_pass_through_as_they_come(host):
     # The upstream sends a chunk every 0.5 s; without proxy buffering the first arrives long before the last.
-    out = fetch(host, "r=u.urlopen('https://127.0.0.1/', context=c); l=r.readline().decode().strip(); "
-                      "print(round(time.time()-t, 2), l)")
+    out = fetch(
+        host,
+        "r=u.urlopen('https://127.0.0.1/', context=c); l=r.readline().decode().strip(); "
+        "print(round(time.time()-t, 2), l)",
+    )
     first_s, first_line = out.stdout.split(" ", 1)
     assert first_line.strip() == "data: chunk 0"
     assert float(first_s) < 0.9

@@ -20,8 +20,15 @@ def test_the_environment_is_readable_by_the_agent_only(host):
 
 def test_the_agent_claims_a_job_and_writes_its_reply_to_s3(host):
     job_id = str(uuid.uuid4())
-    job = {"v": 1, "id": job_id, "prompt": "hello", "idle_minutes": 5, "reply_key": f"replies/{job_id}.json",
-           "created_at": time.time(), "owner": "molecule"}
+    job = {
+        "v": 1,
+        "id": job_id,
+        "prompt": "hello",
+        "idle_minutes": 5,
+        "reply_key": f"replies/{job_id}.json",
+        "created_at": time.time(),
+        "owner": "molecule",
+    }
     script = "/opt/tinyllama/venv/lib/python3.11/site-packages/jobqueue/lua/enqueue.lua"
     enqueued = host.run(
         "redis-cli --eval %s job:%s tl:queue owner:%s , %s 300 1000 86400", script, job_id, job_id, json.dumps(job)
@@ -31,8 +38,8 @@ def test_the_agent_claims_a_job_and_writes_its_reply_to_s3(host):
         "import boto3, json, time;"
         "s3 = boto3.client('s3', endpoint_url='http://127.0.0.1:5000', region_name='eu-central-1',"
         " aws_access_key_id='t', aws_secret_access_key='t');"
-        "exec('for _ in range(100):\\n try:\\n  print(s3.get_object(Bucket=\"tl-replies\", Key=\"replies/%s.json\")"
-        "[\"Body\"].read().decode()); break\\n except s3.exceptions.NoSuchKey:\\n  time.sleep(0.2)')"
+        'exec(\'for _ in range(100):\\n try:\\n  print(s3.get_object(Bucket="tl-replies", Key="replies/%s.json")'
+        '["Body"].read().decode()); break\\n except s3.exceptions.NoSuchKey:\\n  time.sleep(0.2)\')'
     ) % job_id
     reply = json.loads(host.run("/opt/moto/bin/python -c %s", read).stdout)
     assert reply["id"] == job_id and reply["status"] == "done" and reply["output"]
