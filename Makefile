@@ -109,10 +109,10 @@ MOLECULE_ENV := CONTAINERS_CONF=$(CURDIR)/molecule/containers.conf ANSIBLE_CONFI
 
 molecule: deps
 	rm -rf build/dist && $(BIN)/pip wheel -q --no-deps -w build/dist .  # the package the node_agent role installs
-	$(MOLECULE_ENV) scripts/build-base-image
+	$(MOLECULE_ENV) scripts/build-base-image  # the systemd Debian image and the scenarios' one
 	mkdir -p build/molecule $(CACHE)/container-pip
 	@start=$$(date +%s); \
-	$(MAKE) --no-print-directory -j$(MOLECULE_JOBS) $(addprefix molecule-,$(MOLECULE_SCENARIOS)); \
+	$(MAKE) --no-print-directory --keep-going -j$(MOLECULE_JOBS) $(addprefix molecule-,$(MOLECULE_SCENARIOS)); \
 	echo "=== molecule: all $(words $(MOLECULE_SCENARIOS)) scenarios passed in $$(( $$(date +%s) - start )) s"
 
 molecule-%:
