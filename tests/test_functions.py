@@ -157,8 +157,9 @@ def test_budget_killer_stops_holds_releases_and_deletes_and_is_safe_twice(
     other = ec2.run_instances(ImageId=stack.node()["ImageId"], InstanceType="t3.micro", MinCount=1, MaxCount=1)
     other_id = other["Instances"][0]["InstanceId"]  # not tagged: not ours, never touched
     elasticache = stack.moto.client("elasticache")
-    elasticache.create_cache_cluster(CacheClusterId="tl-queue", Engine="redis", CacheNodeType="cache.t4g.small",
-                                     NumCacheNodes=1)  # fmt: skip
+    elasticache.create_replication_group(ReplicationGroupId="tl-queue", ReplicationGroupDescription="queue",
+                                         Engine="redis", CacheNodeType="cache.t4g.small", NumCacheClusters=1,
+                                         AtRestEncryptionEnabled=True)  # fmt: skip
     for name, value in {"TL_BUDGET_RELEASE_EIP": "on", "TL_BUDGET_DELETE_REDIS": "on",
                         "TL_REDIS_CLUSTER_ID": "tl-queue"}.items():  # fmt: skip
         monkeypatch.setenv(name, value)
@@ -169,8 +170,8 @@ def test_budget_killer_stops_holds_releases_and_deletes_and_is_safe_twice(
     assert stack.node()["State"]["Name"] in ("stopping", "stopped")
     assert tags(stack)[HOLD_TAG] == "budget-2026-11-23"
     assert ec2.describe_addresses()["Addresses"] == []
-    clusters = elasticache.describe_cache_clusters()["CacheClusters"]
-    assert all(c["CacheClusterStatus"] == "deleting" for c in clusters if c["CacheClusterId"] == "tl-queue")
+    group = elasticache.describe_replication_groups(ReplicationGroupId="tl-queue")["ReplicationGroups"][0]
+    assert group["Status"] == "deleting"
     other_state = ec2.describe_instances(InstanceIds=[other_id])["Reservations"][0]["Instances"][0]["State"]
     assert other_state["Name"] == "running"
     second = kill(s, ec2, elasticache, dt.date(2026, 11, 24))

@@ -3,7 +3,7 @@
 On the budget alarm it stops every instance tagged with the node tag and tags each ``tl-hold`` so that no
 request starts it again (the router answers 503 ``held`` until an operator removes the tag). Switches:
 ``TL_BUDGET_RELEASE_EIP`` also releases the nodes' Elastic IPs, ``TL_BUDGET_DELETE_REDIS`` deletes the
-ElastiCache cluster. Running it twice does nothing more the second time.
+ElastiCache Redis (its replication group). Running it twice does nothing more the second time.
 """
 
 from __future__ import annotations
@@ -50,10 +50,12 @@ def kill(s: Settings, ec2: EC2Client, elasticache: ElastiCacheClient | None, tod
     redis_deleted = False
     if s.budget_delete_redis and s.redis_cluster_id and elasticache is not None:
         try:
-            elasticache.delete_cache_cluster(CacheClusterId=s.redis_cluster_id)
+            # The queue is a replication group of one (the only ElastiCache Redis with encryption at rest).
+            elasticache.delete_replication_group(ReplicationGroupId=s.redis_cluster_id, RetainPrimaryCluster=False)
             redis_deleted = True
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in ("CacheClusterNotFound", "InvalidCacheClusterState"):
+            code = exc.response.get("Error", {}).get("Code")
+            if code not in ("ReplicationGroupNotFoundFault", "InvalidReplicationGroupState"):
                 raise
     metrics.emit({"BudgetStops": len(to_stop)})
     summary = {"stopped": to_stop, "held": ids, "released_eips": released, "redis_deleted": redis_deleted}

@@ -50,7 +50,7 @@ SETTINGS: Final = {
     "health_max_ms": Setting("TL_HEALTH_MAX_MS", "200", "queue_health fails when Redis PING takes longer."),
     "budget_release_eip": Setting("TL_BUDGET_RELEASE_EIP", "off", "budget_killer also releases the node's EIP."),
     "budget_delete_redis": Setting(
-        "TL_BUDGET_DELETE_REDIS", "off", "budget_killer also deletes the ElastiCache cluster `TL_REDIS_CLUSTER_ID`."
+        "TL_BUDGET_DELETE_REDIS", "off", "budget_killer also deletes the Redis replication group `TL_REDIS_CLUSTER_ID`."
     ),
     "redis_cluster_id": Setting("TL_REDIS_CLUSTER_ID", "", "ElastiCache cluster id (for budget_killer)."),
     "usd_eur_rate": Setting(
