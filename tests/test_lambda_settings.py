@@ -50,3 +50,13 @@ def test_readme_lists_every_variable_with_its_default() -> None:
     section = section[: section.index("\n## ")]
     rows = dict(re.findall(r"^\| `(TL_[A-Z_]+)` \| *`?([^|`]*)`? *\|", section, re.MULTILINE))
     assert {k: v.strip() for k, v in rows.items()} == {s.env: s.default for s in SETTINGS.values()}
+
+
+def test_ping_networks_are_parsed_and_a_bad_one_is_named() -> None:
+    assert [str(n) for n in Settings.from_env({"TL_PING_CIDRS": "10.20.0.0/22,::1/128"}).ping_cidrs] == [
+        "10.20.0.0/22",
+        "::1/128",
+    ]
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"TL_PING_CIDRS": "10.20.0.0/22,not-a-network"})
+    assert "TL_PING_CIDRS" in str(caught.value)

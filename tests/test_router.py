@@ -248,6 +248,25 @@ def test_ping_needs_no_token(router: Router) -> None:
     assert (response["statusCode"], body_of(response)) == (200, {"status": "ok"})
 
 
+def test_ping_answers_only_inside_the_listed_networks(
+    function_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in {**function_env, "TL_PING_CIDRS": "10.20.0.0/22, 2001:db8:20::/56"}.items():
+        monkeypatch.setenv(name, value)
+    router = Router.from_env()
+
+    def ping_from(source: str) -> int:
+        event = v2_event("GET", "/ping")
+        event["requestContext"]["http"]["sourceIp"] = source
+        return int(router.handle(event)["statusCode"])
+
+    assert ping_from("10.20.1.17") == 200 and ping_from("2001:db8:20:1::9") == 200
+    assert ping_from("192.0.2.1") == 403 and ping_from("2001:db8:21::1") == 403 and ping_from("") == 403
+    event = v2_event("GET", "/ping")
+    event["requestContext"]["http"]["sourceIp"] = "198.51.100.7"
+    assert "only inside the service's network" in body_of(router.handle(event))["message"]
+
+
 def test_the_kill_switch_closes_every_route_but_ping(
     function_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, signing_key: SigningKey
 ) -> None:

@@ -7,6 +7,7 @@ need (the reply bucket, the cost topic) is checked by ``require`` where it is us
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -58,6 +59,9 @@ SETTINGS: Final = {
     ),
     "budget_eur": Setting("TL_BUDGET_EUR", "20", "Monthly budget the cost summary compares against, EUR."),
     "cost_topic_arn": Setting("TL_COST_TOPIC_ARN", "", "SNS topic of the daily cost summary."),
+    "ping_cidrs": Setting(
+        "TL_PING_CIDRS", "", "Networks allowed to GET /ping, comma-separated (the VPC's); empty: everyone."
+    ),
 }
 
 _OFF: Final = frozenset({"", "0", "false", "off", "no"})
@@ -82,6 +86,10 @@ def _tag(raw: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
+def _networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in raw.split(",") if part.strip())
+
+
 def _targets(raw: str) -> tuple[str, ...]:
     targets = tuple(t.strip() for t in raw.split(",") if t.strip())
     if not targets:
@@ -97,6 +105,7 @@ _PARSERS: Final[dict[str, Parser]] = {
     "start_eta_s": int_between(0, 3600),
     "presign_ttl_s": int_between(60, 7 * 86_400),
     "resize_targets": _targets,
+    "ping_cidrs": _networks,
     "resize_mode": choice("async", "inline"),
     "health_max_ms": int_between(1, 60_000),
     "node_tag": _tag,
@@ -133,6 +142,7 @@ class Settings:
     usd_eur_rate: float
     budget_eur: float
     cost_topic_arn: str
+    ping_cidrs: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -8,6 +8,7 @@ Events it answers:
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import time
@@ -91,7 +92,7 @@ class Router:
             if route is None:
                 response = respond(404, {"message": f"no route {req.method} {req.path}"})
             elif route.path == "/ping":
-                response = respond(200, {"status": "ok"})
+                response = self.ping(req)
             elif self.s.disable_router:
                 response = disabled()
             else:
@@ -104,6 +105,17 @@ class Router:
         log("info", "request", requestId=req.request_id, route=req.route, status=response["statusCode"],
             latencyMs=latency, user=user)  # fmt: skip
         return response
+
+    def ping(self, req: Request) -> dict[str, Any]:
+        """Liveness, without a token; on AWS only from the VPC (the canary), as HTTP APIs have no resource policy."""
+        if self.s.ping_cidrs:
+            try:
+                source = ipaddress.ip_address(req.source_ip)
+            except ValueError:
+                source = None
+            if source is None or not any(source in network for network in self.s.ping_cidrs):
+                raise HttpError(403, "/ping answers only inside the service's network")
+        return respond(200, {"status": "ok"})
 
     def _route(self, req: Request) -> routes.Route | None:
         for route in routes.ROUTES:
