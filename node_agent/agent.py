@@ -506,4 +506,9 @@ class Agent:
     async def _cloudwatch_loop(self) -> None:
         while not self._shutdown.is_set():
             await asyncio.sleep(CLOUDWATCH_FLUSH_S)
+            if self.metrics.gpu is not None:
+                try:
+                    self.metrics.gpu.publish(self.cloudwatch)
+                except Exception as exc:  # NVML errors (a GPU fallen off the bus) must not stop the loop
+                    log.warning("GPU metrics not read", extra={"error": f"{type(exc).__name__}: {exc}"})
             await self.cloudwatch.flush()

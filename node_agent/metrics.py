@@ -48,9 +48,9 @@ class Metrics:
         self.backend_up = Gauge("tl_backend_up", "1 when the model server answers.", registry=r)
         for status in ("done", "failed", "expired"):
             self.jobs.labels(status)
-        gpu = NvmlCollector.create()
-        if gpu is not None:
-            r.register(gpu)
+        self.gpu = NvmlCollector.create()
+        if self.gpu is not None:
+            r.register(self.gpu)
 
     def serve(self, port: int) -> None:
         if port:
@@ -77,18 +77,34 @@ class NvmlCollector(Collector):
             return None
         return cls(pynvml, count) if count else None
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        util = GaugeMetricFamily("tl_gpu_utilization_percent", "GPU utilisation.", labels=["gpu"])
-        used = GaugeMetricFamily("tl_gpu_memory_used_bytes", "GPU memory in use.", labels=["gpu"])
-        total = GaugeMetricFamily("tl_gpu_memory_total_bytes", "GPU memory.", labels=["gpu"])
+    def sample(self) -> list[tuple[float, int, int]]:
+        """(utilisation %, memory used, memory total) of each GPU."""
+        samples = []
         with self._lock:
             for i in range(self._count):
                 handle = self._nvml.nvmlDeviceGetHandleByIndex(i)
                 memory = self._nvml.nvmlDeviceGetMemoryInfo(handle)
-                util.add_metric([str(i)], self._nvml.nvmlDeviceGetUtilizationRates(handle).gpu)
-                used.add_metric([str(i)], memory.used)
-                total.add_metric([str(i)], memory.total)
+                samples.append((float(self._nvml.nvmlDeviceGetUtilizationRates(handle).gpu), memory.used, memory.total))
+        return samples
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        util = GaugeMetricFamily("tl_gpu_utilization_percent", "GPU utilisation.", labels=["gpu"])
+        used = GaugeMetricFamily("tl_gpu_memory_used_bytes", "GPU memory in use.", labels=["gpu"])
+        total = GaugeMetricFamily("tl_gpu_memory_total_bytes", "GPU memory.", labels=["gpu"])
+        for i, (percent, in_use, size) in enumerate(self.sample()):
+            util.add_metric([str(i)], percent)
+            used.add_metric([str(i)], in_use)
+            total.add_metric([str(i)], size)
         yield from (util, used, total)
+
+    def publish(self, cloudwatch: CloudWatchPublisher) -> None:
+        """The dashboard's GPU and VRAM percentages (the busiest GPU), into the next CloudWatch flush."""
+        samples = self.sample()
+        if samples:
+            cloudwatch.add("GpuUtilizationPercent", max(s[0] for s in samples), "Percent")
+        memory = [100.0 * used / total for _, used, total in samples if total]
+        if memory:
+            cloudwatch.add("GpuMemoryUsedPercent", max(memory), "Percent")
 
 
 class CloudWatchPublisher:
