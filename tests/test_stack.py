@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 import fnmatch
 import json
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -16,7 +18,8 @@ from devstack.stack import Stack
 from tests.cfn_moto import MOTO_CUTS, MOTO_OUTPUT_CUTS, for_moto, load
 from tests.test_playbooks import PLAYBOOK, play
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "roles" / "aws_stack" / "files" / "templates"
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES = ROOT / "roles" / "aws_stack" / "files" / "templates"
 NODE_CONTROL = ("ec2:StartInstances", "ec2:StopInstances", "ec2:ModifyInstanceAttribute")
 TAG_CONDITION = "aws:ResourceTag/env"
 
@@ -152,6 +155,8 @@ def test_the_stacks_before_the_lambdas_deploy_into_moto(fresh_stack: Stack, tmp_
     logs = fresh_stack.moto.client("logs").describe_log_groups(logGroupNamePrefix="/aws/lambda/tl-fif-")["logGroups"]
     assert len(logs) == 6 and {g["retentionInDays"] for g in logs} == {30}
 
+    check_the_inventory(fresh_stack, node["InstanceId"], outputs["node"]["ReplyBucket"])
+
     # A second run leaves the same resources. (AWS answers "No updates are to be performed" and the module reports
     # no change; moto re-applies most stacks on update_stack and reports changed, so the count is not asserted.)
     again = play(fresh_stack, "stack.yml", aws_stack_templates=str(adapted_dir))
@@ -161,3 +166,21 @@ def test_the_stacks_before_the_lambdas_deploy_into_moto(fresh_stack: Stack, tmp_
         assert {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])} == outputs[stack], stack
     tagged = ec2.describe_instances(Filters=[{"Name": "tag:env", "Values": ["tinyllama"]}])["Reservations"]
     assert [i["InstanceId"] for r in tagged for i in r["Instances"]].count(node["InstanceId"]) == 1
+
+
+def check_the_inventory(stack: Stack, instance_id: str, reply_bucket: str) -> None:
+    """The node's settings reach the dynamic inventory: the instance is found by its tag, grouped by its type, and
+    its agent settings resolve from the SSM parameters the role published."""
+    ssm = stack.ssm()
+    assert ssm.get_parameter(Name="/tl-fif/node/TL_REPLY_BUCKET")["Parameter"]["Value"] == reply_bucket
+    env = {**os.environ, **{k: v for k, v in stack.agent_env("http://x").items() if k.startswith("AWS_")},
+           "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}  # fmt: skip
+    shown = subprocess.run(
+        [str(PLAYBOOK.with_name("ansible")), "-i", "inventory/aws_ec2.yml", instance_id, "-m",
+         "ansible.builtin.debug", "-a", "var=node_agent_env", "-o"],
+        cwd=ROOT, env=env, check=False, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    agent_env = json.loads(shown.stdout.split("=>", 1)[1])["node_agent_env"]
+    assert agent_env["TL_REPLY_BUCKET"] == reply_bucket
+    assert agent_env["TL_REDIS_URL"] == "redis://no-queue.invalid:6379/0"  # Redis is switched off
