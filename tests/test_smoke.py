@@ -11,6 +11,7 @@ import pytest
 
 from devstack.edge import LocalEdgeServer, UserPool
 from devstack.stack import Stack, StandInServer
+from jobqueue import contract
 from tests.support import PASSWORD
 from tests.test_playbooks import PLAYBOOK, play
 
@@ -45,13 +46,24 @@ def test_smoke_fails_fast_on_three_5xx_in_a_row(
     shared_stack: Stack, pool: UserPool, edge: LocalEdgeServer, tmp_path: Path
 ) -> None:
     for agent in shared_stack.agents:
-        agent.stop()  # no agent: the job waits, and then Redis goes away under the router
-    timer = threading.Timer(4, shared_stack.redis.stop)
-    timer.start()
+        agent.stop()  # no agent: the job waits, and Redis goes away under the router once the job is queued
+    queued = shared_stack.redis.client()
+    before = queued.xlen(contract.QUEUE_STREAM)
+    done = threading.Event()
+
+    def stop_redis_once_queued() -> None:
+        while not done.wait(0.05):
+            if queued.xlen(contract.QUEUE_STREAM) > before:
+                shared_stack.redis.stop()
+                return
+
+    watcher = threading.Thread(target=stop_redis_once_queued, daemon=True)
+    watcher.start()
     try:
         out = smoke(shared_stack, pool, edge, tmp_path)
     finally:
-        timer.cancel()
+        done.set()
+        watcher.join(5)
         if not shared_stack.redis.alive():
             shared_stack.redis.start()
     assert out.returncode != 0  # type: ignore[attr-defined]
