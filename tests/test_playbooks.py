@@ -24,18 +24,22 @@ pytestmark = [
 ]
 
 
-def play(stack: Stack, playbook: str, **extra: Any) -> subprocess.CompletedProcess[str]:
-    env = {
+def ansible_env(stack: Stack) -> dict[str, str]:
+    """The repository's Ansible configuration, talking to the stack's moto server instead of AWS."""
+    return {
         **os.environ,
-        **{k: v for k, v in stack.agent_env("http://127.0.0.1:9").items() if k.startswith("AWS_")},
+        **stack.moto.aws_env(),
         "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
         "ANSIBLE_COLLECTIONS_PATH": str(ROOT / ".ansible" / "collections"),
         "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default",
         "ANSIBLE_NOCOLOR": "1",
     }
+
+
+def play(stack: Stack, playbook: str, **extra: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(PLAYBOOK), "-i", "localhost,", f"playbooks/{playbook}", "-e", json.dumps(extra)],
-        cwd=ROOT, env=env, check=False, capture_output=True, text=True, timeout=300,
+        cwd=ROOT, env=ansible_env(stack), check=False, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
 
 

@@ -29,7 +29,7 @@ def load(path: Path) -> ModuleType:
 
 
 def run_fetch(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **stack.agent_env("http://127.0.0.1:9")}
+    env = {**os.environ, **stack.moto.aws_env()}
     return subprocess.run(
         [sys.executable, str(FETCH), *args], env=env, check=False, capture_output=True, text=True, timeout=60
     )

@@ -6,7 +6,6 @@ from __future__ import annotations
 import ast
 import fnmatch
 import json
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 
 from devstack.stack import Stack
 from tests.cfn_moto import MOTO_CUTS, MOTO_OUTPUT_CUTS, for_moto, load
-from tests.test_playbooks import PLAYBOOK, play
+from tests.test_playbooks import PLAYBOOK, ansible_env, play
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "roles" / "aws_stack" / "files" / "templates"
@@ -173,12 +172,10 @@ def check_the_inventory(stack: Stack, instance_id: str, reply_bucket: str) -> No
     its agent settings resolve from the SSM parameters the role published."""
     ssm = stack.ssm()
     assert ssm.get_parameter(Name="/tl-fif/node/TL_REPLY_BUCKET")["Parameter"]["Value"] == reply_bucket
-    env = {**os.environ, **{k: v for k, v in stack.agent_env("http://x").items() if k.startswith("AWS_")},
-           "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}  # fmt: skip
     shown = subprocess.run(
         [str(PLAYBOOK.with_name("ansible")), "-i", "inventory/aws_ec2.yml", instance_id, "-m",
          "ansible.builtin.debug", "-a", "var=node_agent_env", "-o"],
-        cwd=ROOT, env=env, check=False, capture_output=True, text=True, timeout=120,
+        cwd=ROOT, env=ansible_env(stack), check=False, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert shown.returncode == 0, shown.stdout + shown.stderr
     agent_env = json.loads(shown.stdout.split("=>", 1)[1])["node_agent_env"]
