@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Final
 
 from devstack.procs import Process, free_port, http_ok, wait_until
 from devstack.servers import AWS_REGION
-from devstack.stack import BUCKET, Stack, pythonpath
+from devstack.stack import Stack, pythonpath
 
 if TYPE_CHECKING:
     from mypy_boto3_cognito_idp import CognitoIdentityProviderClient
@@ -72,7 +72,7 @@ def function_env(stack: Stack, pool: UserPool) -> dict[str, str]:
         "TL_JWKS_URL": pool.jwks_url,
         "TL_JWT_ISSUER": pool.issuer,
         "TL_JWT_AUDIENCE": pool.client_id,
-        "TL_REPLY_BUCKET": BUCKET,
+        "TL_REPLY_BUCKET": stack.bucket,
         "TL_RESIZE_MODE": "inline",
         **stack.moto.aws_env(),
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,20 +18,29 @@ from devstack.procs import CACHE, Process, StackError, free_port, http_ok, venv_
 MODEL_FILE: Final = CACHE / "models" / "gemma3-270m-q4_k_m.gguf"
 MODEL_ALIAS: Final = "gemma3-270m"
 AWS_REGION: Final = "eu-central-1"
+LOOPBACK: Final = "127.0.0.1"
 
 
 class RedisServer(Process):
-    """A real redis-server with the append-only file on, so that a restart keeps the queue."""
+    """A real redis-server with the append-only file on, so that a restart keeps the queue.
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    On loopback only by default. Given another ``host`` (the container bridge's address, so that the local node
+    container reaches it), it listens there too and asks for a password, as no address but loopback should be
+    served without one."""
+
+    def __init__(self, workdir: Path, port: int | None = None, host: str = LOOPBACK) -> None:
         self.port = port or free_port()
+        self.host = host
+        self.password = "" if host == LOOPBACK else secrets.token_urlsafe(18)
         binary = shutil.which("redis-server")
         if binary is None:
             raise StackError("redis-server is not installed (make installs it: apt-get install redis-server)")
+        binds = [LOOPBACK] if host == LOOPBACK else [LOOPBACK, host]
         argv = [
             binary,
             "--port", str(self.port),
-            "--bind", "127.0.0.1",
+            "--bind", *binds,
+            *(["--requirepass", self.password] if self.password else []),
             "--dir", str(workdir),
             "--appendonly", "yes",
             "--appendfsync", "everysec",
@@ -41,7 +51,8 @@ class RedisServer(Process):
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}{self.host}:{self.port}/0"
 
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.url, decode_responses=True)
@@ -52,7 +63,7 @@ class RedisServer(Process):
 
     def _pong(self) -> bool:
         try:
-            return bool(redis.Redis(port=self.port, socket_timeout=0.5).ping())
+            return bool(redis.Redis.from_url(self.url, socket_timeout=0.5).ping())
         except redis.RedisError:
             return False
 
@@ -66,15 +77,14 @@ class RedisServer(Process):
 class MotoServer(Process):
     """The moto server: a local AWS that boto3 reaches through ``AWS_ENDPOINT_URL``."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, host: str = LOOPBACK) -> None:
         self.port = port or free_port()
-        super().__init__(
-            f"moto-{self.port}", [venv_tool("moto_server"), "-H", "127.0.0.1", "-p", str(self.port)], workdir
-        )
+        self.host = host
+        super().__init__(f"moto-{self.port}", [venv_tool("moto_server"), "-H", host, "-p", str(self.port)], workdir)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def aws_env(self) -> dict[str, str]:
         """What a boto3 process needs to talk to this server instead of AWS."""

@@ -16,7 +16,7 @@ import redis
 from botocore.exceptions import ClientError
 
 from devstack.procs import Process, StackError, free_port, http_ok, venv_tool, wait_until
-from devstack.servers import AWS_REGION, MotoServer, RedisServer
+from devstack.servers import AWS_REGION, LOOPBACK, MotoServer, RedisServer
 from jobqueue import contract
 from jobqueue.contract import Job
 from jobqueue.queue import JobQueue
@@ -61,12 +61,18 @@ def pythonpath() -> str:
 
 
 class Stack:
-    def __init__(self, workdir: Path) -> None:
+    """``host``: where Redis and moto listen besides loopback (the local node container's way to the host).
+    ``prepare``: make a reply bucket and a node instance straight away (False: the AWS stack is deployed into the
+    local AWS instead, by ``devstack.deploy``)."""
+
+    def __init__(self, workdir: Path, host: str = LOOPBACK, *, prepare: bool = True) -> None:
         self.workdir = workdir
-        self.redis = RedisServer(workdir / "redis")
-        self.moto = MotoServer(workdir / "moto")
+        self.prepare = prepare
+        self.redis = RedisServer(workdir / "redis", host=host)
+        self.moto = MotoServer(workdir / "moto", host=host)
         self.agents: list[Process] = []
         self.instance_id = ""
+        self.bucket = BUCKET
         self._image = ""
 
     # ------------------------------------------------------------ start and stop
@@ -74,12 +80,13 @@ class Stack:
     def start(self) -> Stack:
         self.redis.start()
         self.moto.start()
-        self.prepare_aws()
+        if self.prepare:
+            self.prepare_aws()
         return self
 
     def prepare_aws(self) -> None:
         """The reply bucket and a running node instance tagged env=tinyllama, as the AWS stack would have."""
-        self.s3().create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": AWS_REGION})
+        self.s3().create_bucket(Bucket=self.bucket, CreateBucketConfiguration={"LocationConstraint": AWS_REGION})
         ec2 = self.ec2()
         if not self._image:  # listing moto's AMIs takes ~2 s; their ids survive a reset
             self._image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
@@ -158,7 +165,7 @@ class Stack:
                 "PYTHONPATH": pythonpath(),
                 "TL_REDIS_URL": self.redis.url,
                 "TL_BACKEND_URL": backend_url,
-                "TL_REPLY_BUCKET": BUCKET,
+                "TL_REPLY_BUCKET": self.bucket,
                 "TL_INSTANCE_ID": self.instance_id,
                 "TL_STOP_MODE": "dry-run",
                 "TL_METRICS_PORT": str(free_port()),
@@ -195,21 +202,21 @@ class Stack:
         return job
 
     def reply(self, job_id: str) -> dict[str, Any] | None:
-        return read_reply(self.s3(), job_id)
+        return read_reply(self.s3(), job_id, self.bucket)
 
     def wait_reply(self, job_id: str, timeout_s: float = 60) -> dict[str, Any]:
-        return wait_reply(self.s3(), job_id, timeout_s)
+        return wait_reply(self.s3(), job_id, timeout_s, self.bucket)
 
     def reply_versions(self, job_id: str) -> int:
         """How many objects were ever written for this reply (the bucket is unversioned, so: 0 or 1)."""
-        listed = self.s3().list_objects_v2(Bucket=BUCKET, Prefix=contract.reply_object_key(job_id))
+        listed = self.s3().list_objects_v2(Bucket=self.bucket, Prefix=contract.reply_object_key(job_id))
         return int(listed.get("KeyCount", 0))
 
 
-def read_reply(s3: S3Client, job_id: str) -> dict[str, Any] | None:
+def read_reply(s3: S3Client, job_id: str, bucket: str = BUCKET) -> dict[str, Any] | None:
     """The final reply of a job, or None while there is none."""
     try:
-        body = s3.get_object(Bucket=BUCKET, Key=contract.reply_object_key(job_id))["Body"].read()
+        body = s3.get_object(Bucket=bucket, Key=contract.reply_object_key(job_id))["Body"].read()
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "NoSuchKey":
             return None
@@ -217,10 +224,10 @@ def read_reply(s3: S3Client, job_id: str) -> dict[str, Any] | None:
     return dict(json.loads(body))
 
 
-def wait_reply(s3: S3Client, job_id: str, timeout_s: float = 60) -> dict[str, Any]:
+def wait_reply(s3: S3Client, job_id: str, timeout_s: float = 60, bucket: str = BUCKET) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        found = read_reply(s3, job_id)
+        found = read_reply(s3, job_id, bucket)
         if found is not None:
             return found
         time.sleep(0.1)

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from devstack.ansible import PLAYBOOK, play
 from devstack.stack import Stack
 from lambdas.package import FUNCTIONS, build, default_wheels, fetch_wheels
-from tests.test_playbooks import PLAYBOOK, play
 
 pytestmark = [
     pytest.mark.slow,

@@ -3,49 +3,17 @@ modules honour AWS_ENDPOINT_URL through boto3), and resize.yml through the local
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-from pathlib import Path
-from typing import Any
-
 import pytest
 
+from devstack.ansible import PLAYBOOK, play, recap
 from devstack.edge import LocalEdgeServer, UserPool, id_token
 from devstack.stack import Stack
 from tests.support import PASSWORD
-
-ROOT = Path(__file__).resolve().parent.parent
-PLAYBOOK = ROOT / ".venv" / "bin" / "ansible-playbook"
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not PLAYBOOK.exists(), reason="ansible is installed by `make deps`"),
 ]
-
-
-def ansible_env(stack: Stack) -> dict[str, str]:
-    """The repository's Ansible configuration, talking to the stack's moto server instead of AWS."""
-    return {
-        **os.environ,
-        **stack.moto.aws_env(),
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        "ANSIBLE_COLLECTIONS_PATH": str(ROOT / ".ansible" / "collections"),
-        "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default",
-        "ANSIBLE_NOCOLOR": "1",
-    }
-
-
-def play(stack: Stack, playbook: str, **extra: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(PLAYBOOK), "-i", "localhost,", f"playbooks/{playbook}", "-e", json.dumps(extra)],
-        cwd=ROOT, env=ansible_env(stack), check=False, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-
-
-def recap(out: subprocess.CompletedProcess[str]) -> dict[str, int]:
-    line = next(line for line in out.stdout.splitlines() if line.startswith("localhost") and "ok=" in line)
-    return {k: int(v) for k, v in (pair.split("=") for pair in line.split(":", 1)[1].split())}
 
 
 def test_resize_directly_changes_the_type_once_and_restarts_the_node(fresh_stack: Stack) -> None:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from devstack.ansible import PLAYBOOK, play
 from devstack.edge import LocalEdgeServer, UserPool
 from devstack.stack import Stack, StandInServer
 from jobqueue import contract
 from tests.support import PASSWORD
-from tests.test_playbooks import PLAYBOOK, play
 
 pytestmark = [
     pytest.mark.slow,

@@ -13,9 +13,9 @@ from urllib.parse import unquote
 
 import pytest
 
+from devstack.ansible import PLAYBOOK, ansible_env, play
+from devstack.cfn_moto import MOTO_CUTS, MOTO_OUTPUT_CUTS, for_moto, load
 from devstack.stack import Stack
-from tests.cfn_moto import MOTO_CUTS, MOTO_OUTPUT_CUTS, for_moto, load
-from tests.test_playbooks import PLAYBOOK, ansible_env, play
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "roles" / "aws_stack" / "files" / "templates"

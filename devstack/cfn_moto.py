@@ -33,7 +33,8 @@ CfnLoader.add_multi_constructor("!", _construct)
 
 
 def load(text: str) -> dict[str, Any]:
-    return yaml.load(text, Loader=CfnLoader)  # noqa: S506 (SafeLoader subclass)
+    loaded: dict[str, Any] = yaml.load(text, Loader=CfnLoader)  # noqa: S506 (SafeLoader subclass)
+    return loaded
 
 
 # (template, resource, property or None for the whole resource, why)

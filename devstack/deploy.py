@@ -1,0 +1,109 @@
+"""The AWS side of the local stack, deployed the way it is on AWS, into the moto server.
+
+``playbooks/stack.yml`` (the aws_stack role) deploys the stacks that come before the Lambdas — network, node,
+queue, identity, the functions' roles — from the role's templates, with the few properties moto's CloudFormation
+cannot take cut out (``devstack.cfn_moto`` lists each with its reason). Then the Lambda zips are built
+(``lambdas.package``, as ``make lambda-package``) and shipped with ``playbooks/lambdas.yml`` (the lambda_deploy
+role): functions, a version, the ``prod`` alias.
+
+moto's CloudFormation creates no Cognito resources and no API Gateway v2, so the user pool comes from
+``devstack.edge.create_user_pool`` and the HTTP API is the local edge, which runs the same router code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from devstack.ansible import play
+from devstack.cfn_moto import for_moto, load
+from devstack.edge import UserPool, function_env
+from devstack.procs import REPO, StackError
+from devstack.stack import Stack
+from lambdas.package import FUNCTIONS, build, default_wheels, fetch_wheels
+
+TEMPLATES: Final = REPO / "roles" / "aws_stack" / "files" / "templates"
+BEFORE_THE_LAMBDAS: Final = ("network", "node", "queue", "identity", "functions")
+PREFIX: Final = "tl-fif"
+ROLE_OUTPUTS: Final = {
+    "router": "RouterRoleArn",
+    "shape_control": "ShapeControlRoleArn",
+    "queue_health": "QueueHealthRoleArn",
+    "budget_killer": "BudgetKillerRoleArn",
+    "cost_publisher": "CostPublisherRoleArn",
+    "cost_summary": "CostSummaryRoleArn",
+}
+
+
+@dataclass(frozen=True)
+class Deployment:
+    outputs: dict[str, dict[str, str]]
+    """Each stack's outputs, by stack name (network, node, …)."""
+    functions: dict[str, str]
+    """The ``prod`` alias ARN of each function."""
+
+    @property
+    def instance_id(self) -> str:
+        return self.outputs["node"]["InstanceId"]
+
+    @property
+    def reply_bucket(self) -> str:
+        return self.outputs["node"]["ReplyBucket"]
+
+
+def moto_templates(target: Path) -> Path:
+    """The role's templates as moto's CloudFormation can deploy them, written to ``target``."""
+    target.mkdir(parents=True, exist_ok=True)
+    for path in sorted(TEMPLATES.glob("*.yml")):
+        adapted, _ = for_moto(path.stem, load(path.read_text()))
+        (target / path.name).write_text(json.dumps(adapted))
+    return target
+
+
+def stack_outputs(stack: Stack) -> dict[str, dict[str, str]]:
+    cloudformation = stack.moto.client("cloudformation")
+    outputs = {}
+    for name in BEFORE_THE_LAMBDAS:
+        described = cloudformation.describe_stacks(StackName=f"{PREFIX}-{name}")["Stacks"][0]
+        outputs[name] = {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])}
+    return outputs
+
+
+def deploy(stack: Stack, pool: UserPool, workdir: Path) -> Deployment:
+    """Stacks, then Lambdas, into the stack's moto server; the stack then uses the deployed bucket and node."""
+    ec2 = stack.ec2()
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    # What bake_ami.yml publishes on AWS: the image the node's launch template starts from.
+    stack.ssm().put_parameter(Name="/tl-fif/latest_ami_id", Value=image, Type="String", Overwrite=True)
+    templates = moto_templates(workdir / "templates")
+    out = play(stack, "stack.yml", log=workdir / "stack.log", timeout_s=600, aws_stack_templates=str(templates))
+    if out.returncode != 0:
+        raise StackError(f"playbooks/stack.yml failed; see {workdir / 'stack.log'}:\n{out.stdout[-3000:]}")
+    outputs = stack_outputs(stack)
+
+    zips = workdir / "lambdas"
+    wheels = fetch_wheels(default_wheels())
+    for function in FUNCTIONS:
+        build(function, zips, wheels)
+    functions = outputs["functions"]
+    network = outputs["network"]
+    # The functions' settings as the local edge has them; AWS_* are reserved names in a Lambda's environment.
+    env = {k: v for k, v in function_env(stack, pool).items() if not k.startswith("AWS_")}
+    env["TL_REPLY_BUCKET"] = outputs["node"]["ReplyBucket"]
+    out = play(stack, "lambdas.yml", log=workdir / "lambdas.log", timeout_s=600,
+               lambda_deploy_build_dir=str(zips),
+               lambda_deploy_role_arns={fn: functions[key] for fn, key in ROLE_OUTPUTS.items()},
+               lambda_deploy_subnet_ids=network["PrivateSubnetIds"].split(","),
+               lambda_deploy_security_group_ids=[network["LambdaSecurityGroupId"]],
+               lambda_deploy_env=env)  # fmt: skip
+    if out.returncode != 0:
+        raise StackError(f"playbooks/lambdas.yml failed; see {workdir / 'lambdas.log'}:\n{out.stdout[-3000:]}")
+    lam = stack.moto.client("lambda")
+    aliases = {fn: lam.get_alias(FunctionName=f"{PREFIX}-{fn}", Name="prod")["AliasArn"] for fn in FUNCTIONS}
+
+    deployment = Deployment(outputs, aliases)
+    stack.bucket = deployment.reply_bucket
+    stack.instance_id = deployment.instance_id
+    return deployment

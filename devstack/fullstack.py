@@ -1,0 +1,153 @@
+"""The whole path on one machine, as ``make demo`` runs it and the end-to-end test proves it.
+
+1. the node image (a systemd Debian 12 container, built with debootstrap when missing) and a fresh ``tl-node``;
+2. Redis and the local AWS (moto) on the build machine, listening on the podman bridge too;
+3. a Cognito user pool and a user; the AWS stacks and the Lambdas deployed into the local AWS by their playbooks
+   (``devstack.deploy``);
+4. the node converged with ``playbooks/site.yml`` and ``inventory/local.yml`` (``devstack.node``);
+5. the local edge (the HTTP API with the router) in front.
+
+Each step's time is kept in ``timings``. ``close()`` copies the node's logs out and removes the container.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from devstack.deploy import Deployment, deploy
+from devstack.edge import LocalEdgeServer, UserPool, create_user, create_user_pool, function_env
+from devstack.node import NodeContainer, bridge_gateway, build_wheel, converge, ensure_image, node_settings, podman
+from devstack.procs import StackError, wait_until
+from devstack.stack import Stack
+
+T = TypeVar("T")
+AGENT: str = "tl-node-agent"  # the supervisor program (roles/node_agent)
+INFERENCE: str = "tl-inference"
+
+
+class FullStack:
+    def __init__(self, workdir: Path, user: str, password: str, *, say: Callable[[str], None] = print) -> None:
+        self.workdir = workdir
+        self.user = user
+        self.password = password
+        self.say = say
+        self.timings: dict[str, float] = {}
+        self.node = NodeContainer()
+        self._stack: Stack | None = None
+        self._edge: LocalEdgeServer | None = None
+        self._pool: UserPool | None = None
+        self._deployment: Deployment | None = None
+
+    @property
+    def stack(self) -> Stack:
+        if self._stack is None:
+            raise StackError("the stack is not started")
+        return self._stack
+
+    @property
+    def edge(self) -> LocalEdgeServer:
+        if self._edge is None:
+            raise StackError("the edge is not started")
+        return self._edge
+
+    @property
+    def pool(self) -> UserPool:
+        if self._pool is None:
+            raise StackError("there is no user pool yet")
+        return self._pool
+
+    @property
+    def deployment(self) -> Deployment:
+        if self._deployment is None:
+            raise StackError("nothing is deployed yet")
+        return self._deployment
+
+    def _step(self, name: str, what: str, action: Callable[[], T]) -> T:
+        self.say(f"--- {what}")
+        started = time.monotonic()
+        result = action()
+        self.timings[name] = round(time.monotonic() - started, 1)
+        self.say(f"    {self.timings[name]:.1f} s")
+        return result
+
+    def open(self) -> FullStack:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        self.workdir.mkdir(parents=True)
+        self._step("container", f"the node: a systemd container {self.node.name} from {self.node.image}",
+                   self._container)  # fmt: skip
+        host = bridge_gateway()
+        self._stack = Stack(self.workdir / "stack", host=host, prepare=False)
+        self._step("stack", f"Redis and the local AWS (moto), reachable from the node on the podman bridge ({host})",
+                   self._stack.start)  # fmt: skip
+        self._pool = create_user_pool(self.stack)
+        create_user(self.stack, self.pool, self.user, self.password)
+        self._deployment = self._step(
+            "deploy", "AWS stacks and Lambdas into the local AWS (playbooks/stack.yml, playbooks/lambdas.yml)",
+            lambda: deploy(self.stack, self.pool, self.workdir / "deploy"),
+        )  # fmt: skip
+        self._step("converge", "the node: ansible-playbook -i inventory/local.yml playbooks/site.yml", self._converge)
+        self._edge = LocalEdgeServer(self.workdir / "edge", function_env(self.stack, self.pool))
+        self.edge.start()
+        return self
+
+    def _container(self) -> None:
+        ensure_image(self.node.image)
+        self.node.create()
+
+    def _converge(self) -> None:
+        package = build_wheel(self.workdir / "dist")
+        settings = node_settings(self.stack, self.deployment, package)
+        converge(self.stack, self.node, settings, self.workdir / "converge.log")
+        self.node.wait_supervised(AGENT)
+
+    def stop_node(self) -> None:
+        """The node as nobody has used it for a while: the instance stopped, the container shut down."""
+        ec2 = self.stack.ec2()
+        ec2.stop_instances(InstanceIds=[self.stack.instance_id])
+        ec2.get_waiter("instance_stopped").wait(InstanceIds=[self.stack.instance_id], WaiterConfig={"Delay": 1})
+        self.node.shut_down()
+
+    def boot_when_started(self, timeout_s: float = 60) -> float:
+        """Wait for the router to start the instance, then boot the container as EC2 would; returns the boot's
+        seconds (until the agent runs)."""
+        wait_until(lambda: self.stack.node_state() == "running", timeout_s, "the router to start the node")
+        started = time.monotonic()
+        self.node.boot()
+        self.node.wait_supervised(AGENT)
+        return time.monotonic() - started
+
+    def tl_env(self) -> dict[str, str]:
+        """The environment ``tl`` gets: the local API and Cognito, a token file of its own."""
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("TL_", "AWS_"))}
+        return {**base, **self.stack.moto.aws_env(), "TL_API_URL": self.edge.url,
+                "TL_COGNITO_CLIENT_ID": self.pool.client_id, "TL_TOKEN_FILE": str(self.workdir / "token.json"),
+                "TL_PASSWORD": self.password}  # fmt: skip
+
+    def close(self) -> None:
+        logs = self.workdir / "node-logs"
+        with contextlib.suppress(StackError):
+            if self.node.running():
+                logs.mkdir(parents=True, exist_ok=True)
+                podman("cp", f"{self.node.name}:/var/log/tinyllama", str(logs), check=False)
+                podman("cp", f"{self.node.name}:/var/log/supervisor", str(logs), check=False)
+        self.node.remove()
+        if self._edge is not None:
+            self._edge.stop()
+        if self._stack is not None:
+            self._stack.stop()
+
+    def __enter__(self) -> FullStack:
+        try:
+            return self.open()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

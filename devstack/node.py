@@ -1,0 +1,145 @@
+"""The local node: a systemd Debian 12 container under podman, converged with ``playbooks/site.yml`` and
+``inventory/local.yml`` as an EC2 node is with the dynamic inventory.
+
+The container stands for the instance: stopping it is the instance stopping, ``podman start`` is the boot, with
+systemd, supervisor, llama-server and the agent coming up as they do on EC2. It reaches Redis and the local AWS on
+the build machine at its address on the podman bridge, where ``Stack(host=…)`` makes them listen. Nothing in the
+container listens beyond it but nginx on 443.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Final
+
+from devstack.ansible import CONTAINERS_CONF, play
+from devstack.deploy import Deployment
+from devstack.procs import CACHE, REPO, VENV_BIN, StackError, wait_until
+from devstack.servers import AWS_REGION, MODEL_FILE
+from devstack.stack import Stack
+
+NAME: Final = "tl-node"  # inventory/local.yml
+IMAGE: Final = "localhost/tl-debian-systemd:bookworm"  # scripts/build-base-image: what a fresh instance has
+BRIDGE: Final = "podman"
+HOST_CA: Final = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+def podman(*argv: str, check: bool = True, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)}
+    done = subprocess.run(["podman", *argv], env=env, capture_output=True, text=True, check=False, timeout=timeout_s)
+    if check and done.returncode != 0:
+        raise StackError(f"podman {' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}")
+    return done
+
+
+def ensure_image(image: str = IMAGE) -> None:
+    """Build the systemd Debian image with debootstrap when it is missing (about a minute and a half, once)."""
+    if podman("image", "exists", image, check=False).returncode == 0:
+        return
+    print(f"building {image} (debootstrap, about a minute and a half, once)", flush=True)
+    env = {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF), "TL_BASE_IMAGE": image}
+    subprocess.run([str(REPO / "scripts" / "build-base-image"), "--base-only"], env=env, check=True)
+
+
+def bridge_gateway() -> str:
+    """The build machine's address on the podman bridge, where the containers reach it."""
+    inspected = json.loads(podman("network", "inspect", BRIDGE).stdout)
+    return str(inspected[0]["subnets"][0]["gateway"])
+
+
+def build_wheel(target: Path) -> Path:
+    """The project's wheel (the agent and tl-watchdog), as the node_agent role installs it."""
+    subprocess.run([str(VENV_BIN / "pip"), "wheel", "-q", "--no-deps", "-w", str(target), str(REPO)], check=True,
+                   timeout=300)  # fmt: skip
+    return next(target.glob("tinyllama_shape-*.whl"))
+
+
+class NodeContainer:
+    def __init__(self, name: str = NAME, image: str = IMAGE) -> None:
+        self.name = name
+        self.image = image
+
+    def create(self) -> None:
+        """A fresh container booted into systemd (an existing one of that name is removed first)."""
+        self.remove()
+        (CACHE / "container-pip").mkdir(parents=True, exist_ok=True)
+        podman(
+            "run", "-d", "--name", self.name, "--hostname", self.name, "--systemd", "always", "--privileged",
+            "--network", BRIDGE,
+            # pip in the container trusts what this machine trusts (some build networks re-sign TLS)
+            "-v", f"{HOST_CA}:/etc/tl-host-ca.crt:ro", "-e", "PIP_CERT=/etc/tl-host-ca.crt",
+            "-v", f"{CACHE / 'container-pip'}:/root/.cache/pip",
+            self.image, "/sbin/init",
+        )  # fmt: skip
+        self.wait_booted()
+        # become (sudo) drops PIP_CERT; pip reads this file whoever runs it
+        self.sh("printf '[global]\\ncert = /etc/tl-host-ca.crt\\n' > /etc/pip.conf")
+
+    def exec(self, *argv: str, check: bool = True, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+        return podman("exec", self.name, *argv, check=check, timeout_s=timeout_s)
+
+    def sh(self, script: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.exec("sh", "-c", script, check=check)
+
+    def running(self) -> bool:
+        done = podman("inspect", "--format", "{{.State.Running}}", self.name, check=False)
+        return done.stdout.strip() == "true"
+
+    def wait_booted(self, timeout_s: float = 90) -> None:
+        def booted() -> bool:
+            state = self.exec("systemctl", "is-system-running", check=False).stdout.strip()
+            return state in ("running", "degraded")
+
+        wait_until(booted, timeout_s, f"systemd in {self.name} to finish booting", interval_s=0.5)
+
+    def boot(self) -> None:
+        """``podman start``: systemd comes up and starts what the roles enabled."""
+        podman("start", self.name)
+        self.wait_booted()
+
+    def shut_down(self) -> None:
+        """A clean shutdown (systemd stops supervisor, which drains the agent)."""
+        podman("stop", "--time", "60", self.name, timeout_s=90)
+
+    def remove(self) -> None:
+        podman("rm", "--force", "--time", "10", self.name, check=False)
+
+    def supervised_pid(self, program: str) -> int:
+        """The pid of a supervisor program, 0 while it is not running."""
+        out = self.exec("supervisorctl", "pid", program, check=False).stdout.strip()
+        return int(out) if out.isdigit() else 0
+
+    def wait_supervised(self, program: str, timeout_s: float = 120) -> int:
+        wait_until(lambda: self.supervised_pid(program) > 0, timeout_s, f"{program} in {self.name}", interval_s=0.5)
+        return self.supervised_pid(program)
+
+
+def node_settings(stack: Stack, deployment: Deployment, package: Path) -> dict[str, Any]:
+    """``local_stack``, the one extra variable inventory/group_vars/local.yml reads: where the node finds the local
+    stack. Redis and moto listen on the bridge's address (the container's host.containers.internal); the address
+    itself is passed, as moto's S3 would read the first label of a host name as a bucket name."""
+    return {
+        "redis_url": stack.redis.url,
+        "aws_endpoint": stack.moto.url,
+        "aws_region": AWS_REGION,
+        "reply_bucket": deployment.reply_bucket,
+        "instance_id": deployment.instance_id,
+        "package": str(package),
+        "model": str(MODEL_FILE),
+    }
+
+
+def converge(
+    stack: Stack, node: NodeContainer, settings: dict[str, Any], log: Path
+) -> subprocess.CompletedProcess[str]:
+    """``ansible-playbook -i inventory/local.yml playbooks/site.yml``: every node role, into the container."""
+    started = time.monotonic()
+    out = play(stack, "site.yml", inventory="inventory/local.yml", log=log, timeout_s=1200, local_stack=settings,
+               ansible_host=node.name)  # fmt: skip
+    if out.returncode != 0:
+        raise StackError(f"site.yml failed after {time.monotonic() - started:.0f} s; see {log}:\n{out.stdout[-4000:]}")
+    return out

@@ -1,0 +1,92 @@
+"""The whole path end to end, as ``make demo`` runs it (``devstack.fullstack``): the AWS stacks and Lambdas deployed
+into the local AWS by their playbooks, the node converged with ``playbooks/site.yml`` and ``inventory/local.yml``
+in a systemd container, and prompts sent through the HTTP API. Nothing is stood in for: the model is llama-server
+with Gemma 3 270M inside the container, under supervisor beside the agent, as on the builder shape."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from devstack.ansible import PLAYBOOK
+from devstack.edge import id_token
+from devstack.fullstack import AGENT, INFERENCE, FullStack
+from devstack.procs import wait_until
+from devstack.stack import read_reply
+from tests.support import PASSWORD
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not PLAYBOOK.exists(), reason="ansible is installed by `make deps`"),
+    pytest.mark.skipif(shutil.which("podman") is None, reason="podman is installed by `make deps`"),
+]
+USER = "e2e-user"
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FullStack]:
+    with FullStack(tmp_path_factory.mktemp("fullstack"), USER, PASSWORD) as running:
+        yield running
+
+
+def post_infer(whole: FullStack, prompt: str, max_tokens: int) -> str:
+    token = id_token(whole.stack, whole.pool, USER, PASSWORD)
+    answer = httpx.post(f"{whole.edge.url}/infer", json={"prompt": prompt, "max_tokens": max_tokens},
+                        headers={"Authorization": f"Bearer {token}"}, timeout=30)  # fmt: skip
+    assert answer.status_code == httpx.codes.ACCEPTED, answer.text
+    return str(answer.json()["id"])
+
+
+def test_the_node_serves_the_model_under_supervisor_behind_nginx_only(whole: FullStack) -> None:
+    node = whole.node
+    assert node.supervised_pid(AGENT) > 0 and node.supervised_pid(INFERENCE) > 0
+    # a real completion through nginx's TLS, from inside the node (443 is what faces the network)
+    completion = node.exec("curl", "-sk", "--fail", "https://127.0.0.1/v1/completions",
+                           "-H", "Content-Type: application/json",
+                           "-d", '{"prompt": "Hello", "max_tokens": 4}').stdout  # fmt: skip
+    assert '"text"' in completion
+    listening = node.exec("ss", "-Htln").stdout.split("\n")
+    public = {line.split()[3] for line in listening if line.strip() and not line.split()[3].startswith(("127.", "["))}
+    assert {addr.rsplit(":", 1)[1] for addr in public} == {"443"}, listening
+
+
+def test_tl_cold_boots_the_stopped_node_and_prints_the_models_reply(whole: FullStack) -> None:
+    whole.stop_node()
+    assert not whole.node.running()
+    env = whole.tl_env()
+    tl = str(PLAYBOOK.with_name("tl"))
+    subprocess.run([tl, "login", "--password", "--username", USER], env=env, check=True, capture_output=True,
+                   timeout=60)  # fmt: skip
+    argv = [tl, "infer", "Name three colours.", "--max-tokens", "24", "--poll", "0.25"]
+    run = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    whole.boot_when_started()
+    out, _ = run.communicate(timeout=240)
+    assert run.returncode == 0, out
+    assert "done:" in out and "tokens from tinyllama" in out and "first token" in out, out
+
+
+def test_killing_the_agent_inside_the_node_mid_job_still_gives_one_reply(whole: FullStack) -> None:
+    if not whole.node.running():
+        whole.node.boot()
+    node = whole.node
+    before = node.wait_supervised(AGENT)
+    job_id = post_infer(whole, "Write a long story about a lighthouse keeper.", 400)
+    queue = whole.stack.queue()
+
+    def claimed() -> bool:
+        progress = queue.progress(job_id)
+        return progress.started and progress.result is None
+
+    wait_until(claimed, 120, "the agent to claim the job", interval_s=0.1)
+    node.exec("kill", "-9", str(before))  # the agent dies mid-job, as on an OOM kill
+    assert read_reply(whole.stack.s3(), job_id, whole.stack.bucket) is None
+    wait_until(lambda: node.supervised_pid(AGENT) not in (0, before), 60, "supervisor to restart the agent")
+    reply = whole.stack.wait_reply(job_id, 240)
+    assert reply["status"] == "done", reply
+    assert reply["attempts"] == 2
+    assert reply["output"].strip()
+    assert whole.stack.reply_versions(job_id) == 1
