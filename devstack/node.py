@@ -89,6 +89,11 @@ class NodeContainer:
         done = podman("inspect", "--format", "{{.State.Running}}", self.name, check=False)
         return done.stdout.strip() == "true"
 
+    def address(self) -> str:
+        """The container's address on the bridge, what the network sees of the node."""
+        done = podman("inspect", "--format", "{{.NetworkSettings.IPAddress}}", self.name)
+        return done.stdout.strip()
+
     def wait_booted(self, timeout_s: float = 90) -> None:
         def booted() -> bool:
             state = self.exec("systemctl", "is-system-running", check=False).stdout.strip()
