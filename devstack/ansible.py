@@ -18,11 +18,11 @@ PLAYBOOK: Final = VENV_BIN / "ansible-playbook"
 CONTAINERS_CONF: Final = REPO / "molecule" / "containers.conf"
 
 
-def ansible_env(stack: Stack) -> dict[str, str]:
+def ansible_env(stack: Stack | None) -> dict[str, str]:
     """The repository's Ansible configuration, talking to the stack's moto server instead of AWS."""
     return {
         **os.environ,
-        **stack.moto.aws_env(),
+        **(stack.moto.aws_env() if stack is not None else {}),
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "CONTAINERS_CONF": str(CONTAINERS_CONF),
         "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
@@ -33,7 +33,7 @@ def ansible_env(stack: Stack) -> dict[str, str]:
 
 
 def play(
-    stack: Stack,
+    stack: Stack | None,
     playbook: str,
     *,
     inventory: str = "localhost,",

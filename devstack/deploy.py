@@ -53,13 +53,15 @@ class Deployment:
         return self.outputs["node"]["ReplyBucket"]
 
 
-def moto_templates(target: Path) -> Path:
-    """The role's templates as moto's CloudFormation can deploy them, written to ``target``."""
+def moto_templates(target: Path) -> dict[str, list[str]]:
+    """The role's templates as moto's CloudFormation can deploy them, written to ``target``; returns what was cut
+    from each."""
     target.mkdir(parents=True, exist_ok=True)
+    removed = {}
     for path in sorted(TEMPLATES.glob("*.yml")):
-        adapted, _ = for_moto(path.stem, load(path.read_text()))
+        adapted, removed[path.stem] = for_moto(path.stem, load(path.read_text()))
         (target / path.name).write_text(json.dumps(adapted))
-    return target
+    return removed
 
 
 def stack_outputs(stack: Stack) -> dict[str, dict[str, str]]:
@@ -77,7 +79,8 @@ def deploy(stack: Stack, pool: UserPool, workdir: Path) -> Deployment:
     image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
     # What bake_ami.yml publishes on AWS: the image the node's launch template starts from.
     stack.ssm().put_parameter(Name="/tl-fif/latest_ami_id", Value=image, Type="String", Overwrite=True)
-    templates = moto_templates(workdir / "templates")
+    templates = workdir / "templates"
+    moto_templates(templates)
     out = play(stack, "stack.yml", log=workdir / "stack.log", timeout_s=600, aws_stack_templates=str(templates))
     if out.returncode != 0:
         raise StackError(f"playbooks/stack.yml failed; see {workdir / 'stack.log'}:\n{out.stdout[-3000:]}")

@@ -15,11 +15,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from devstack.ansible import PLAYBOOK
+from devstack.ansible import PLAYBOOK, play
 from devstack.edge import id_token
 from devstack.fullstack import AGENT, INFERENCE, FullStack
 from devstack.procs import wait_until
 from devstack.stack import read_reply
+from lambdas.package import FUNCTIONS
 from tests.support import PASSWORD
 
 pytestmark = [
@@ -36,12 +37,34 @@ def whole(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FullStack]:
         yield running
 
 
+def test_site_yml_on_the_local_inventory_says_what_it_misses_before_touching_anything() -> None:
+    out = play(None, "site.yml", inventory="inventory/local.yml", ansible_host="tl-no-such-container")
+    assert out.returncode != 0
+    assert "The local node needs -e local_stack={...} with redis_url, aws_endpoint" in out.stdout, out.stdout
+    partial = play(None, "site.yml", inventory="inventory/local.yml", ansible_host="tl-no-such-container",
+                   local_stack={"redis_url": "redis://x:6379/0"})  # fmt: skip
+    assert partial.returncode != 0 and "The local node needs" in partial.stdout, partial.stdout
+    assert "tl-no-such-container" not in out.stdout + partial.stdout  # failed before any connection
+
+
 def post_infer(whole: FullStack, prompt: str, max_tokens: int) -> str:
     token = id_token(whole.stack, whole.pool, USER, PASSWORD)
     answer = httpx.post(f"{whole.edge.url}/infer", json={"prompt": prompt, "max_tokens": max_tokens},
                         headers={"Authorization": f"Bearer {token}"}, timeout=30)  # fmt: skip
     assert answer.status_code == httpx.codes.ACCEPTED, answer.text
     return str(answer.json()["id"])
+
+
+def test_the_stacks_and_the_lambdas_were_deployed_by_their_playbooks(whole: FullStack) -> None:
+    lam = whole.stack.moto.client("lambda")
+    for function, alias_arn in whole.deployment.functions.items():
+        config = lam.get_function_configuration(FunctionName=alias_arn)
+        assert config["Handler"] == f"lambdas.{function}.handler.handler"
+        assert config["Environment"]["Variables"]["TL_REPLY_BUCKET"] == whole.deployment.reply_bucket
+    assert len(whole.deployment.functions) == len(FUNCTIONS)
+    node = whole.stack.node()
+    assert node["InstanceId"] == whole.deployment.instance_id
+    assert {"Key": "env", "Value": "tinyllama"} in node["Tags"]
 
 
 def test_from_the_network_the_node_answers_tls_on_443_and_nothing_else(whole: FullStack, tmp_path: Path) -> None:

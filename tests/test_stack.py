@@ -14,11 +14,11 @@ from urllib.parse import unquote
 import pytest
 
 from devstack.ansible import PLAYBOOK, ansible_env, play
-from devstack.cfn_moto import MOTO_CUTS, MOTO_OUTPUT_CUTS, for_moto, load
+from devstack.cfn_moto import MOTO_CUTS, MOTO_OUTPUT_CUTS, load
+from devstack.deploy import BEFORE_THE_LAMBDAS, TEMPLATES, moto_templates
 from devstack.stack import Stack
 
 ROOT = Path(__file__).resolve().parent.parent
-TEMPLATES = ROOT / "roles" / "aws_stack" / "files" / "templates"
 NODE_CONTROL = ("ec2:StartInstances", "ec2:StopInstances", "ec2:ModifyInstanceAttribute")
 TAG_CONDITION = "aws:ResourceTag/env"
 
@@ -97,18 +97,13 @@ MOTO_SKIPS = {
 }
 # Behind a switch that is off by default.
 SWITCHED_OFF = {"queue": {"Redis", "RedisSecurityGroup", "RedisSubnets", "RedisMemoryAlarm"}}
-BEFORE_THE_LAMBDAS = ["network", "node", "queue", "identity", "functions"]
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not PLAYBOOK.exists(), reason="ansible is installed by `make deps`")
 def test_the_stacks_before_the_lambdas_deploy_into_moto(fresh_stack: Stack, tmp_path: Path) -> None:
     adapted_dir = tmp_path / "templates"
-    adapted_dir.mkdir()
-    removed = {}
-    for stack, template in templates().items():
-        adapted, removed[stack] = for_moto(stack, template)
-        (adapted_dir / f"{stack}.yml").write_text(json.dumps(adapted))
+    removed = moto_templates(adapted_dir)
     known = [f"{r}.{p}" if p else r for s, r, p, _ in MOTO_CUTS] + [f"Outputs.{o}" for _, o, _ in MOTO_OUTPUT_CUTS]
     assert sorted(cut for cuts in removed.values() for cut in cuts) == sorted(known)
 
