@@ -73,18 +73,22 @@ def stack_outputs(stack: Stack) -> dict[str, dict[str, str]]:
     return outputs
 
 
+def publish_image(stack: Stack) -> None:
+    """What bake_ami.yml publishes on AWS: the image the node's launch template starts from."""
+    stack.ssm().put_parameter(Name="/tl-fif/latest_ami_id", Value=stack.image(), Type="String", Overwrite=True)
+
+
 def deploy(stack: Stack, pool: UserPool, workdir: Path) -> Deployment:
     """Stacks, then Lambdas, into the stack's moto server; the stack then uses the deployed bucket and node."""
-    ec2 = stack.ec2()
-    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-    # What bake_ami.yml publishes on AWS: the image the node's launch template starts from.
-    stack.ssm().put_parameter(Name="/tl-fif/latest_ami_id", Value=image, Type="String", Overwrite=True)
+    publish_image(stack)
     templates = workdir / "templates"
     moto_templates(templates)
     out = play(stack, "stack.yml", log=workdir / "stack.log", timeout_s=600, aws_stack_templates=str(templates))
     if out.returncode != 0:
         raise StackError(f"playbooks/stack.yml failed; see {workdir / 'stack.log'}:\n{out.stdout[-3000:]}")
     outputs = stack_outputs(stack)
+    stack.bucket = outputs["node"]["ReplyBucket"]
+    stack.instance_id = outputs["node"]["InstanceId"]
 
     zips = workdir / "lambdas"
     wheels = fetch_wheels(default_wheels())
@@ -94,7 +98,6 @@ def deploy(stack: Stack, pool: UserPool, workdir: Path) -> Deployment:
     network = outputs["network"]
     # The functions' settings as the local edge has them; AWS_* are reserved names in a Lambda's environment.
     env = {k: v for k, v in function_env(stack, pool).items() if not k.startswith("AWS_")}
-    env["TL_REPLY_BUCKET"] = outputs["node"]["ReplyBucket"]
     out = play(stack, "lambdas.yml", log=workdir / "lambdas.log", timeout_s=600,
                lambda_deploy_build_dir=str(zips),
                lambda_deploy_role_arns={fn: functions[key] for fn, key in ROLE_OUTPUTS.items()},
@@ -106,7 +109,4 @@ def deploy(stack: Stack, pool: UserPool, workdir: Path) -> Deployment:
     lam = stack.moto.client("lambda")
     aliases = {fn: lam.get_alias(FunctionName=f"{PREFIX}-{fn}", Name="prod")["AliasArn"] for fn in FUNCTIONS}
 
-    deployment = Deployment(outputs, aliases)
-    stack.bucket = deployment.reply_bucket
-    stack.instance_id = deployment.instance_id
-    return deployment
+    return Deployment(outputs, aliases)

@@ -12,7 +12,6 @@ Each step's time is kept in ``timings``. ``close()`` copies the node's logs out 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import time
@@ -31,6 +30,12 @@ AGENT: str = "tl-node-agent"  # the supervisor program (roles/node_agent)
 INFERENCE: str = "tl-inference"
 
 
+def _made(value: T | None, what: str) -> T:
+    if value is None:
+        raise StackError(f"{what} is not made yet (FullStack.open makes it)")
+    return value
+
+
 class FullStack:
     def __init__(self, workdir: Path, user: str, password: str, *, say: Callable[[str], None] = print) -> None:
         self.workdir = workdir
@@ -44,29 +49,22 @@ class FullStack:
         self._pool: UserPool | None = None
         self._deployment: Deployment | None = None
 
+    # What open() makes, in order; reading one before it is made is a StackError.
     @property
     def stack(self) -> Stack:
-        if self._stack is None:
-            raise StackError("the stack is not started")
-        return self._stack
-
-    @property
-    def edge(self) -> LocalEdgeServer:
-        if self._edge is None:
-            raise StackError("the edge is not started")
-        return self._edge
+        return _made(self._stack, "the stack")
 
     @property
     def pool(self) -> UserPool:
-        if self._pool is None:
-            raise StackError("there is no user pool yet")
-        return self._pool
+        return _made(self._pool, "the user pool")
 
     @property
     def deployment(self) -> Deployment:
-        if self._deployment is None:
-            raise StackError("nothing is deployed yet")
-        return self._deployment
+        return _made(self._deployment, "the deployment")
+
+    @property
+    def edge(self) -> LocalEdgeServer:
+        return _made(self._edge, "the edge")
 
     def _step(self, name: str, what: str, action: Callable[[], T]) -> T:
         self.say(f"--- {what}")
@@ -131,11 +129,10 @@ class FullStack:
 
     def close(self) -> None:
         logs = self.workdir / "node-logs"
-        with contextlib.suppress(StackError):
-            if self.node.running():
-                logs.mkdir(parents=True, exist_ok=True)
-                podman("cp", f"{self.node.name}:/var/log/tinyllama", str(logs), check=False)
-                podman("cp", f"{self.node.name}:/var/log/supervisor", str(logs), check=False)
+        if self.node.running():
+            logs.mkdir(parents=True, exist_ok=True)
+            podman("cp", f"{self.node.name}:/var/log/tinyllama", str(logs), check=False)
+            podman("cp", f"{self.node.name}:/var/log/supervisor", str(logs), check=False)
         self.node.remove()
         if self._edge is not None:
             self._edge.stop()

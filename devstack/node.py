@@ -28,9 +28,14 @@ BRIDGE: Final = "podman"
 HOST_CA: Final = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
+def containers_env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF), **extra}
+
+
 def podman(*argv: str, check: bool = True, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)}
-    done = subprocess.run(["podman", *argv], env=env, capture_output=True, text=True, check=False, timeout=timeout_s)
+    done = subprocess.run(
+        ["podman", *argv], env=containers_env(), capture_output=True, text=True, check=False, timeout=timeout_s
+    )
     if check and done.returncode != 0:
         raise StackError(f"podman {' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}")
     return done
@@ -41,8 +46,8 @@ def ensure_image(image: str = IMAGE) -> None:
     if podman("image", "exists", image, check=False).returncode == 0:
         return
     print(f"building {image} (debootstrap, about a minute and a half, once)", flush=True)
-    env = {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF), "TL_BASE_IMAGE": image}
-    subprocess.run([str(REPO / "scripts" / "build-base-image"), "--base-only"], env=env, check=True)
+    subprocess.run([str(REPO / "scripts" / "build-base-image"), "--base-only"], env=containers_env(TL_BASE_IMAGE=image),
+                   check=True)  # fmt: skip
 
 
 def bridge_gateway() -> str:

@@ -87,18 +87,20 @@ class Stack:
     def prepare_aws(self) -> None:
         """The reply bucket and a running node instance tagged env=tinyllama, as the AWS stack would have."""
         self.s3().create_bucket(Bucket=self.bucket, CreateBucketConfiguration={"LocationConstraint": AWS_REGION})
-        ec2 = self.ec2()
-        if not self._image:  # listing moto's AMIs takes ~2 s; their ids survive a reset
-            self._image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-        image = self._image
-        made = ec2.run_instances(
-            ImageId=image,
+        made = self.ec2().run_instances(
+            ImageId=self.image(),
             InstanceType="t3.small",
             MinCount=1,
             MaxCount=1,
             TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": NODE_TAG_KEY, "Value": NODE_TAG_VALUE}]}],
         )
         self.instance_id = made["Instances"][0]["InstanceId"]
+
+    def image(self) -> str:
+        """An AMI id of the local AWS (listing moto's AMIs takes ~2 s; their ids survive a reset)."""
+        if not self._image:
+            self._image = self.ec2().describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+        return self._image
 
     def reset(self) -> None:
         """Back to a fresh stack without restarting moto (its start-up costs seconds): stop the agents, empty

@@ -18,8 +18,7 @@ import pytest
 from devstack.ansible import PLAYBOOK, play
 from devstack.edge import id_token
 from devstack.fullstack import AGENT, INFERENCE, FullStack
-from devstack.procs import wait_until
-from devstack.stack import read_reply
+from devstack.procs import venv_tool, wait_until
 from lambdas.package import FUNCTIONS
 from tests.support import PASSWORD
 
@@ -91,7 +90,7 @@ def test_tl_cold_boots_the_stopped_node_and_prints_the_models_reply(whole: FullS
     whole.stop_node()
     assert not whole.node.running()
     env = whole.tl_env()
-    tl = str(PLAYBOOK.with_name("tl"))
+    tl = venv_tool("tl")
     subprocess.run([tl, "login", "--password", "--username", USER], env=env, check=True, capture_output=True,
                    timeout=60)  # fmt: skip
     argv = [tl, "infer", "Name three colours.", "--max-tokens", "24", "--poll", "0.25"]
@@ -116,7 +115,7 @@ def test_killing_the_agent_inside_the_node_mid_job_still_gives_one_reply(whole: 
 
     wait_until(claimed, 120, "the agent to claim the job", interval_s=0.1)
     node.exec("kill", "-9", str(before))  # the agent dies mid-job, as on an OOM kill
-    assert read_reply(whole.stack.s3(), job_id, whole.stack.bucket) is None
+    assert whole.stack.reply(job_id) is None
     wait_until(lambda: node.supervised_pid(AGENT) not in (0, before), 60, "supervisor to restart the agent")
     reply = whole.stack.wait_reply(job_id, 240)
     assert reply["status"] == "done", reply

@@ -15,7 +15,7 @@ import pytest
 
 from devstack.ansible import PLAYBOOK, ansible_env, play
 from devstack.cfn_moto import MOTO_CUTS, MOTO_OUTPUT_CUTS, load
-from devstack.deploy import BEFORE_THE_LAMBDAS, TEMPLATES, moto_templates
+from devstack.deploy import BEFORE_THE_LAMBDAS, TEMPLATES, moto_templates, publish_image
 from devstack.stack import Stack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,8 +107,7 @@ def test_the_stacks_before_the_lambdas_deploy_into_moto(fresh_stack: Stack, tmp_
     known = [f"{r}.{p}" if p else r for s, r, p, _ in MOTO_CUTS] + [f"Outputs.{o}" for _, o, _ in MOTO_OUTPUT_CUTS]
     assert sorted(cut for cuts in removed.values() for cut in cuts) == sorted(known)
 
-    image = fresh_stack.ec2().describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-    fresh_stack.ssm().put_parameter(Name="/tl-fif/latest_ami_id", Value=image, Type="String")
+    publish_image(fresh_stack)
     out = play(fresh_stack, "stack.yml", aws_stack_templates=str(adapted_dir))
     assert out.returncode == 0, out.stdout[-3000:]
 
