@@ -126,3 +126,38 @@ def venv_tool(name: str) -> str:
     """A console script installed beside the running interpreter (the project's venv)."""
     path = VENV_BIN / name
     return str(path) if path.exists() else name
+
+
+class BlackHole:
+    """A loopback port that never completes a TCP handshake, as a stopped instance's private address does inside
+    a VPC (its ENI stays, nothing answers): the listen backlog is filled and never accepted, so the kernel drops
+    every further SYN and a client's connect runs into its timeout."""
+
+    def __init__(self) -> None:
+        self._server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._server.bind(("127.0.0.1", 0))
+        self._server.listen(0)
+        self.port = int(self._server.getsockname()[1])
+        self._fill: list[socket.socket] = []
+        for _ in range(4):
+            client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            client.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                client.connect(("127.0.0.1", self.port))
+            self._fill.append(client)
+        time.sleep(0.05)
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def close(self) -> None:
+        for client in self._fill:
+            client.close()
+        self._server.close()
+
+    def __enter__(self) -> BlackHole:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

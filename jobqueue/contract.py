@@ -39,6 +39,10 @@ WAKE: Final = "tl:wake"
 """Set by the router when it queued a job for a node that was not serving; a node that stops while this
 key exists and jobs wait is started again (the EC2 state-change event reaches the router)."""
 
+SERVING_STATES: Final = ("starting", "ready", "busy")
+"""Heartbeat states of an agent that will claim what is queued. ``draining`` (shutting down) and ``stopping``
+(it decided to stop the node; it never says ``ready`` again) are not serving: the router parks jobs in S3."""
+
 THROTTLE_BURST: Final = 5
 THROTTLE_PER_MINUTE: Final = 20
 
@@ -46,6 +50,11 @@ _UUID4: Final = "[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]
 UUID4_RE: Final = re.compile(f"^{_UUID4}$")
 
 FINAL_STATUSES: Final = ("done", "failed", "expired")
+
+
+def is_serving(heartbeat: dict[str, Any] | None) -> bool:
+    """Whether the agent that wrote this heartbeat will claim a job queued now."""
+    return heartbeat is not None and heartbeat.get("state") in SERVING_STATES
 
 
 def job_key(job_id: str) -> str:
@@ -172,3 +181,46 @@ def new_job(
     if temperature is not None:
         job["temperature"] = temperature
     return validate(job)
+
+
+def build_reply(
+    job_id: str,
+    status: str,
+    *,
+    owner: str | None = None,
+    output: str = "",
+    model: str | None = None,
+    usage: dict[str, int] | None = None,
+    finish_reason: str | None = None,
+    error: str | None = None,
+    attempts: int = 0,
+    created_at: float | None = None,
+    claimed_at: float | None = None,
+    ttft_s: float | None = None,
+    started_at: float | None = None,
+    finished_at: float,
+) -> dict[str, Any]:
+    """The reply document. Timings are in milliseconds: queued (created → claimed), ttft, total (claim → end)."""
+
+    def ms(seconds: float | None) -> float | None:
+        return None if seconds is None else round(seconds * 1000, 1)
+
+    return {
+        "id": job_id,
+        "status": status,
+        "owner": owner,
+        "output": output,
+        "model": model,
+        "usage": usage or {},
+        "finish_reason": finish_reason,
+        "error": error,
+        "attempts": attempts,
+        "timings": {
+            "created_at": created_at,
+            "claimed_at": claimed_at,
+            "finished_at": finished_at,
+            "queued_ms": ms(claimed_at - created_at) if claimed_at and created_at else None,
+            "ttft_ms": ms(ttft_s),
+            "total_ms": ms(finished_at - started_at) if started_at else None,
+        },
+    }

@@ -35,7 +35,7 @@ import redis.asyncio
 from jobqueue import contract
 from jobqueue.contract import Job
 
-SCRIPT_NAMES: Final = ("enqueue", "begin", "finish", "release", "refresh")
+SCRIPT_NAMES: Final = ("enqueue", "begin", "finish", "release", "refresh", "withdraw")
 
 
 def script_source(name: str) -> str:
@@ -336,6 +336,24 @@ class AsyncJobQueue:
 
     async def depth(self) -> int:
         return int(await self.redis.xlen(contract.QUEUE_STREAM))
+
+    async def entries(self, count: int) -> list[Entry]:
+        """Every entry in the queue, claimed or not, oldest first (at most ``count``)."""
+        return _entries(await self.redis.xrange(contract.QUEUE_STREAM, count=count))
+
+    async def withdraw(self, entry: Entry) -> str | None:
+        """Take an unsettled job out of the queue (to park it in S3); its JSON, or None if there is none."""
+        raw = await self._scripts["withdraw"](
+            keys=[
+                contract.QUEUE_STREAM,
+                contract.job_key(entry.job_id),
+                contract.owner_key(entry.job_id),
+                contract.attempts_key(entry.job_id),
+                contract.result_key(entry.job_id),
+            ],
+            args=[contract.CONSUMER_GROUP, entry.entry_id],
+        )
+        return None if raw is None else _text(raw)
 
     async def publish_heartbeat(self, payload: dict[str, Any], ttl_s: int) -> None:
         await self.redis.set(contract.HEARTBEAT, json.dumps(payload), ex=ttl_s)

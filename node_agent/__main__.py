@@ -13,8 +13,10 @@ import boto3
 import redis.asyncio
 from botocore.config import Config
 
+from jobqueue.inbox import Inbox
 from jobqueue.queue import AsyncJobQueue
 from node_agent import logs
+from node_agent.adoption import Adopter
 from node_agent.agent import Agent
 from node_agent.backend import Backend
 from node_agent.instance import Identity, InstanceError, Stopper, imds_identity
@@ -70,14 +72,16 @@ async def amain(settings: Settings) -> None:
         redis.asyncio.from_url(settings.redis_url, health_check_interval=30, socket_connect_timeout=5),
         consumer=settings.consumer or identity.instance_id,
     )
+    s3 = boto3.client("s3", config=s3_config)
     agent = Agent(
         settings,
         queue=queue,
         backend=Backend(settings.backend_url, settings.backend_connect_timeout_s, settings.backend_read_timeout_s),
-        replies=ReplyStore(boto3.client("s3", config=s3_config), settings.reply_bucket, executor),
+        replies=ReplyStore(s3, settings.reply_bucket, executor),
         stopper=Stopper(settings.stop_mode, identity.instance_id, identity.region, executor),
         metrics=metrics,
         cloudwatch=CloudWatchPublisher(cloudwatch, executor),
+        adopter=Adopter(Inbox(s3, settings.reply_bucket), queue, executor),
     )
     try:
         await agent.run()

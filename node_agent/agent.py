@@ -16,16 +16,18 @@ from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
 import redis.exceptions
+from botocore.exceptions import BotoCoreError, ClientError
 
 from jobqueue import contract
-from jobqueue.contract import Job, JobError
+from jobqueue.contract import Job, JobError, build_reply
 from jobqueue.queue import AsyncJobQueue, Attempt, Entry
 from node_agent import __version__
+from node_agent.adoption import ADOPT_EVERY_S, Adopter
 from node_agent.backend import Backend, BackendError, BackendNotReady
 from node_agent.idle import IdleClock
 from node_agent.instance import InstanceError, Stopper
 from node_agent.metrics import CloudWatchPublisher, Metrics
-from node_agent.replies import PartialText, ReplyStore, ReplyWriteError, build_reply
+from node_agent.replies import PartialText, ReplyStore, ReplyWriteError
 from node_agent.settings import Settings
 
 log = logging.getLogger("node_agent")
@@ -37,6 +39,7 @@ CLOUDWATCH_FLUSH_S: Final = 60.0
 RETRY_MAX_S: Final = 30.0
 STOP_CLAIM_PAUSE_S: Final = 120.0
 TRANSIENT: Final = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, ReplyWriteError)
+AWS_ERRORS: Final = (ClientError, BotoCoreError)
 
 
 async def stop_tasks(tasks: list[asyncio.Task[None]], timeout_s: float = 5.0) -> None:
@@ -80,6 +83,7 @@ class Agent:
         stopper: Stopper,
         metrics: Metrics,
         cloudwatch: CloudWatchPublisher,
+        adopter: Adopter,
     ) -> None:
         self.s = settings
         self.queue = queue
@@ -88,6 +92,7 @@ class Agent:
         self.stopper = stopper
         self.metrics = metrics
         self.cloudwatch = cloudwatch
+        self.adopter = adopter
         self.state = "starting"
         self.model = settings.model
         self._running: dict[str, Running] = {}
@@ -95,6 +100,7 @@ class Agent:
         self._shutdown = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._wake_idle = asyncio.Event()
+        self._adopt_now = asyncio.Event()
         self._claim_paused_until = 0.0
 
     # ---------------------------------------------------------------- life cycle
@@ -113,6 +119,7 @@ class Agent:
         )
         await self._retry("connect to Redis", self.queue.ensure_group)
         heartbeat = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
+        await self._adopt()  # requests parked while the node slept join the queue before anything is claimed
         if await self._wait_backend():
             self.state = "ready"
             self._idle.observe(time.monotonic(), busy=False)
@@ -121,9 +128,12 @@ class Agent:
                 asyncio.create_task(self._refresh_loop(), name="refresh"),
                 asyncio.create_task(self._idle_loop(), name="idle"),
                 asyncio.create_task(self._cloudwatch_loop(), name="cloudwatch"),
+                asyncio.create_task(self._adopt_loop(), name="adopt"),
             ]
             await self._shutdown.wait()
             await self._drain(loops)
+        if self.state == "stopping":
+            await self._park_back()
         await stop_tasks([heartbeat])
         with contextlib.suppress(*TRANSIENT):
             await self.queue.clear_heartbeat()
@@ -133,7 +143,8 @@ class Agent:
 
     def _on_signal(self, sig: signal.Signals) -> None:
         log.info("shutdown requested", extra={"signal": sig.name, "in_flight": len(self._running)})
-        self.state = "draining"
+        if self.state != "stopping":  # once the agent decided to stop the node, it says so to the end
+            self.state = "draining"
         self._shutdown.set()
         self._slot_free.set()
 
@@ -150,7 +161,10 @@ class Agent:
                 models = waiter.result()
             except BackendNotReady as exc:
                 log.error("backend never became ready; stopping the node", extra={"error": str(exc)})
-                await self._stop_instance(f"backend not ready: {exc}")
+                self.state = "stopping"
+                await self._beat()
+                if not await self._stop_instance(f"backend not ready: {exc}"):
+                    self.state = "starting"
                 waiter = asyncio.create_task(self.backend.wait_ready(self.s.backend_start_timeout_s))
                 continue
             stop.cancel()
@@ -362,6 +376,10 @@ class Agent:
                 delay = min(delay * 2, RETRY_MAX_S)
 
     @property
+    def _heartbeat_ttl_s(self) -> int:
+        return max(int(self.s.heartbeat_s * 3), 1)
+
+    @property
     def _claim_timeout_ms(self) -> int:
         return int(self.s.claim_timeout_s * 1000)
 
@@ -390,6 +408,7 @@ class Agent:
             except redis.exceptions.RedisError as exc:
                 log.warning("cannot claim jobs; retrying", extra={"error": str(exc)})
                 await asyncio.sleep(1.0)
+                self._adopt_now.set()  # Redis may come back empty: requests parked meanwhile are in S3
                 continue
             for entry in entries:
                 if entry.entry_id in self._running:
@@ -418,12 +437,11 @@ class Agent:
                     log.warning("claim taken over by another agent", extra={"job_id": running.entry.job_id})
 
     async def _heartbeat_loop(self) -> None:
-        ttl = max(int(self.s.heartbeat_s * 3), 1)
         while True:
-            await self._beat(ttl)
+            await self._beat()
             await asyncio.sleep(self.s.heartbeat_s)
 
-    async def _beat(self, ttl: int) -> None:
+    async def _beat(self) -> None:
         state = self.state
         if state in ("ready", "busy"):
             state = "busy" if self._running else "ready"
@@ -439,7 +457,7 @@ class Agent:
             "version": __version__,
         }
         try:
-            await self.queue.publish_heartbeat(payload, ttl)
+            await self.queue.publish_heartbeat(payload, self._heartbeat_ttl_s)
         except redis.exceptions.RedisError as exc:
             log.warning("heartbeat not written", extra={"error": str(exc)})
 
@@ -474,23 +492,32 @@ class Agent:
             await wait_event(self._wake_idle, timeout)
 
     async def _idle_stop(self) -> None:
+        """Stop the idle node. Once decided, the heartbeat says ``stopping`` and never ``ready`` or ``busy`` again:
+        the router parks what comes in meanwhile in S3, jobs that slipped into the queue are parked back at
+        shutdown, and the state-change event starts the node again for them."""
         idle_since = self._idle.idle_since or time.monotonic()
         idle_for = time.monotonic() - idle_since
-        self.state = "draining"
-        await self._beat(max(int(self.s.heartbeat_s * 3), 1))
-        # Re-check after announcing "draining": a job enqueued meanwhile cancels the stop.
-        busy = await self._busy()
-        if busy is not None:
-            log.info("idle stop cancelled", extra={"reason": busy})
-            self.state = "ready"
+        try:
+            parked = await self.adopter.waiting()
+        except AWS_ERRORS as exc:
+            parked = True  # unknown is busy: never stop a node that may have requests waiting
+            log.warning("cannot look for parked requests; not stopping", extra={"error": str(exc)})
+        if parked:
             self._idle.observe(time.monotonic(), busy=True)
+            self._adopt_now.set()
             return
+        self.state = "stopping"
+        await self._beat()
         stopped = await self._stop_instance(f"idle for {idle_for:.1f} s with no job, empty queue, idle backend")
         if stopped and self.s.stop_mode == "stop":
             # The OS will SIGTERM us shortly. Claim nothing meanwhile, but not forever if the stop never comes.
             self._claim_paused_until = time.monotonic() + STOP_CLAIM_PAUSE_S
+            if await wait_event(self._shutdown, STOP_CLAIM_PAUSE_S):
+                return
+            log.warning("the instance did not stop; serving again", extra={"waited_s": STOP_CLAIM_PAUSE_S})
         self.state = "ready"
         self._idle.restart(time.monotonic())
+        self._adopt_now.set()  # what was parked while the agent said `stopping`
 
     async def _stop_instance(self, reason: str) -> bool:
         self.metrics.auto_stops.inc()
@@ -502,6 +529,35 @@ class Agent:
             log.error("idle stop failed", extra={"error": str(exc)})
             return False
         return True
+
+    async def _adopt(self) -> None:
+        """Adopt parked requests; S3 trouble is logged and tried again at the next pass."""
+        try:
+            adopted = await self.adopter.adopt()
+        except (*AWS_ERRORS, *TRANSIENT, redis.exceptions.RedisError) as exc:
+            log.warning("parked requests not adopted; trying again later", extra={"error": str(exc)})
+            return
+        if adopted:
+            log.info("parked requests adopted", extra={"adopted": adopted})
+            self._wake_idle.set()
+
+    async def _adopt_loop(self) -> None:
+        """Every ADOPT_EVERY_S, and at once when Redis came back or a stop was called off."""
+        while not self._shutdown.is_set():
+            await wait_event(self._adopt_now, ADOPT_EVERY_S)
+            self._adopt_now.clear()
+            if self.state != "stopping" and not self._shutdown.is_set():
+                await self._adopt()
+
+    async def _park_back(self) -> None:
+        """The node stops: what is still queued goes to S3, where the router sees it and starts the node again."""
+        try:
+            parked = await self.adopter.park_back(contract.MAX_QUEUE_LENGTH)
+        except (*AWS_ERRORS, *TRANSIENT, redis.exceptions.RedisError) as exc:
+            log.error("queued jobs not parked back; they wait in Redis for the next start", extra={"error": str(exc)})
+            return
+        if parked:
+            log.info("queued jobs parked back in S3 as the node stops", extra={"parked": parked})
 
     async def _cloudwatch_loop(self) -> None:
         while not self._shutdown.is_set():

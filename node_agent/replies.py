@@ -1,4 +1,8 @@
-"""Replies: the final JSON in S3 (written once), and the live partial text in Redis while a job runs."""
+"""Replies: the final JSON in S3 (written once), and the live partial text in Redis while a job runs.
+
+What a reply holds is part of the job contract (``jobqueue.contract.build_reply``): the functions write one too,
+for a parked job that no node adopted in time.
+"""
 
 from __future__ import annotations
 
@@ -22,49 +26,6 @@ PARTIAL_FLUSH_CHARS: Final = 512
 
 class ReplyWriteError(Exception):
     """S3 did not take the reply (unreachable, throttled, no permission); the caller retries."""
-
-
-def build_reply(
-    job_id: str,
-    status: str,
-    *,
-    owner: str | None = None,
-    output: str = "",
-    model: str | None = None,
-    usage: dict[str, int] | None = None,
-    finish_reason: str | None = None,
-    error: str | None = None,
-    attempts: int = 0,
-    created_at: float | None = None,
-    claimed_at: float | None = None,
-    ttft_s: float | None = None,
-    started_at: float | None = None,
-    finished_at: float,
-) -> dict[str, Any]:
-    """The reply document. Timings are in milliseconds: queued (created → claimed), ttft, total (claim → end)."""
-
-    def ms(seconds: float | None) -> float | None:
-        return None if seconds is None else round(seconds * 1000, 1)
-
-    return {
-        "id": job_id,
-        "status": status,
-        "owner": owner,
-        "output": output,
-        "model": model,
-        "usage": usage or {},
-        "finish_reason": finish_reason,
-        "error": error,
-        "attempts": attempts,
-        "timings": {
-            "created_at": created_at,
-            "claimed_at": claimed_at,
-            "finished_at": finished_at,
-            "queued_ms": ms(claimed_at - created_at) if claimed_at and created_at else None,
-            "ttft_ms": ms(ttft_s),
-            "total_ms": ms(finished_at - started_at) if started_at else None,
-        },
-    }
 
 
 class ReplyStore:

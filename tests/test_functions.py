@@ -69,7 +69,7 @@ def test_queue_health_fails_when_redis_is_down(
     env: dict[str, str], stack: Stack, capsys: pytest.CaptureFixture[str]
 ) -> None:
     queue_health.reset()
-    stack.redis.stop()
+    stack.redis.stop()  # the node runs (moto's instance): its Redis should answer
     response = queue_health.handler(v2_event("GET", "/queue-health"), None)
     assert (response["statusCode"], body_of(response)["redis"]) == (503, "fail")
     assert "error" in body_of(response)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from node_agent.replies import PARTIAL_FLUSH_CHARS, PartialText, build_reply
+from jobqueue.contract import build_reply
+from node_agent.replies import PARTIAL_FLUSH_CHARS, PartialText
 
 
 def test_reply_timings_are_milliseconds_from_creation_claim_and_end() -> None:

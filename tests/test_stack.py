@@ -134,9 +134,12 @@ def test_the_stacks_before_the_lambdas_deploy_into_moto(fresh_stack: Stack, tmp_
     node = ec2.describe_instances(InstanceIds=[outputs["node"]["InstanceId"]])["Reservations"][0]["Instances"][0]
     assert node["InstanceType"] == "t3.small" and {"Key": "env", "Value": "tinyllama"} in node["Tags"]
     group = ec2.describe_security_groups(GroupIds=[outputs["node"]["NodeSecurityGroupId"]])["SecurityGroups"][0]
-    assert {(p["FromPort"], p["ToPort"]) for p in group["IpPermissions"]} == {(443, 443)}
-    address = ec2.describe_addresses(PublicIps=[outputs["node"]["PublicIp"]])["Addresses"][0]
-    assert address["InstanceId"] == node["InstanceId"]
+    # Nothing from the internet: only the functions' group, on Redis's port (node queue mode); no Elastic IP.
+    lambda_group = outputs["network"]["LambdaSecurityGroupId"]
+    assert [(p["FromPort"], p["ToPort"], [g["GroupId"] for g in p["UserIdGroupPairs"]], p["IpRanges"],
+             p["Ipv6Ranges"]) for p in group["IpPermissions"]] == [(6379, 6379, [lambda_group], [], [])]  # fmt: skip
+    assert not ec2.describe_addresses()["Addresses"]
+    assert outputs["node"]["PrivateIp"] == node["PrivateIpAddress"]
 
     iam = fresh_stack.moto.client("iam")
     role = outputs["node"]["NodeRoleArn"].rsplit("/", 1)[1]
@@ -161,6 +164,31 @@ def test_the_stacks_before_the_lambdas_deploy_into_moto(fresh_stack: Stack, tmp_
     assert [i["InstanceId"] for r in tagged for i in r["Instances"]].count(node["InstanceId"]) == 1
 
 
+def test_the_node_stopping_reaches_the_router_which_may_be_invoked_by_that_rule() -> None:
+    """moto's CloudFormation does not deploy the ops stack: the rule, its target and the permission are read here."""
+    ops = templates()["ops"]["Resources"]
+    rule = ops["NodeStoppedRule"]["Properties"]
+    assert rule["EventPattern"] == {
+        "source": ["aws.ec2"],
+        "detail-type": ["EC2 Instance State-change Notification"],
+        "detail": {"state": ["stopped"], "instance-id": [{"Ref": "InstanceId"}]},
+    }
+    assert [t["Arn"] for t in rule["Targets"]] == [{"Ref": "RouterArn"}]
+    granted = [
+        r["Properties"] for r in ops.values()
+        if r["Type"] == "AWS::Lambda::Permission" and r["Properties"]["SourceArn"] == {"Fn::GetAtt": ["NodeStoppedRule", "Arn"]}
+    ]  # fmt: skip
+    assert granted == [{"Action": "lambda:InvokeFunction", "FunctionName": {"Ref": "RouterArn"},
+                        "Principal": "events.amazonaws.com", "SourceArn": {"Fn::GetAtt": ["NodeStoppedRule", "Arn"]}}]  # fmt: skip
+    schedule = ops["QueueHealthSchedule"]["Properties"]
+    assert schedule["ScheduleExpression"] == "rate(5 minutes)"
+    assert [t["Arn"] for t in schedule["Targets"]] == [{"Ref": "QueueHealthArn"}]
+    assert any(
+        r["Type"] == "AWS::Lambda::Permission" and r["Properties"]["FunctionName"] == {"Ref": "QueueHealthArn"}
+        and r["Properties"]["SourceArn"] == {"Fn::GetAtt": ["QueueHealthSchedule", "Arn"]} for r in ops.values()
+    )  # fmt: skip
+
+
 def check_the_inventory(stack: Stack, instance_id: str, reply_bucket: str) -> None:
     """The node's settings reach the dynamic inventory: the instance is found by its tag, grouped by its type, and
     its agent settings resolve from the SSM parameters the role published."""
@@ -174,4 +202,4 @@ def check_the_inventory(stack: Stack, instance_id: str, reply_bucket: str) -> No
     assert shown.returncode == 0, shown.stdout + shown.stderr
     agent_env = json.loads(shown.stdout.split("=>", 1)[1])["node_agent_env"]
     assert agent_env["TL_REPLY_BUCKET"] == reply_bucket
-    assert agent_env["TL_REDIS_URL"] == "redis://no-queue.invalid:6379/0"  # Redis is switched off
+    assert agent_env["TL_REDIS_URL"] == "redis://127.0.0.1:6379/0"  # node queue mode: the node's own Redis

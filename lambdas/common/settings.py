@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from jobqueue import contract
+from jobqueue import contract, inbox
 from jobqueue.envconfig import Parser, Setting, choice, int_between, read, switch, url
 
 
@@ -23,7 +23,20 @@ class SettingsError(ValueError):
 
 SETTINGS: Final = {
     "redis_url": Setting("TL_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis holding the job queue."),
-    "redis_timeout_s": Setting("TL_REDIS_TIMEOUT_S", "1", "Connect and command timeout for Redis, seconds."),
+    "redis_timeout_s": Setting("TL_REDIS_TIMEOUT_S", "1", "Command timeout for Redis, seconds."),
+    "redis_connect_timeout_s": Setting(
+        "TL_REDIS_CONNECT_TIMEOUT_S",
+        "0.1",
+        "Connect timeout for Redis, seconds: a sleeping node does not answer, and inside a VPC a connect takes "
+        "well under a millisecond.",
+    ),
+    "queue_mode": Setting(
+        "TL_QUEUE_MODE", "node", "`node`: Redis sleeps with the node; `elasticache`: Redis is always up."
+    ),
+    "park_ttl_s": Setting(
+        "TL_PARK_TTL_S", str(inbox.PARK_TTL_S), "A parked request no node adopted this long is answered `expired`."
+    ),
+    "park_max": Setting("TL_PARK_MAX", str(inbox.PARK_MAX), "Parked requests at most, all users together."),
     "jwks_url": Setting("TL_JWKS_URL", "", "Cognito JWKS (`…/<pool>/.well-known/jwks.json`). Required for routes."),
     "jwt_issuer": Setting("TL_JWT_ISSUER", "", "Expected `iss`: `https://cognito-idp.<region>.amazonaws.com/<pool>`."),
     "jwt_audience": Setting("TL_JWT_AUDIENCE", "", "Expected `aud`: the Cognito app client id."),
@@ -100,6 +113,10 @@ def _targets(raw: str) -> tuple[str, ...]:
 _PARSERS: Final[dict[str, Parser]] = {
     "redis_url": url("redis", "rediss", "unix"),
     "redis_timeout_s": _positive,
+    "redis_connect_timeout_s": _positive,
+    "queue_mode": choice("node", "elasticache"),
+    "park_ttl_s": int_between(60, 86_400),
+    "park_max": int_between(1, 10_000),
     "throttle_burst": int_between(1, 1000),
     "throttle_per_minute": int_between(1, 60_000),
     "start_eta_s": int_between(0, 3600),
@@ -121,6 +138,10 @@ _PARSERS: Final[dict[str, Parser]] = {
 class Settings:
     redis_url: str
     redis_timeout_s: float
+    redis_connect_timeout_s: float
+    queue_mode: str
+    park_ttl_s: int
+    park_max: int
     jwks_url: str
     jwt_issuer: str
     jwt_audience: str

@@ -1,19 +1,34 @@
-"""Lambda entry point of queue_health: ``{"redis": "ok", "latencyMs": n}``, or 503 with the reason."""
+"""Lambda entry point of queue_health: ``lambdas.queue_health.handler.handler``.
+
+Runs on a schedule (every 5 minutes, the functions stack's rule) and behind ``GET /queue-health``:
+
+* Redis PING: ``{"redis": "ok", "latencyMs": n}``, or 503 with the reason. In ``node`` mode Redis sleeps with the
+  node, so a stopped node answers 200 ``{"redis": "asleep"}`` (no alarm for a node doing its job); a running node
+  whose Redis does not answer fails as in ``elasticache`` mode.
+* The inbox sweep: a parked request that no node adopted within ``TL_PARK_TTL_S`` gets its ``expired`` reply
+  (``jobqueue.inbox``), so that its owner hears of it through ``GET /result/{id}``; slots left by a crash are freed.
+"""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import redis
+from botocore.exceptions import BotoCoreError, ClientError
 
+from jobqueue.inbox import Inbox
 from lambdas.common import metrics
+from lambdas.common.clients import aws
 from lambdas.common.http import is_http_event, respond
 from lambdas.common.logs import log
+from lambdas.common.node import find_node
 from lambdas.common.redis_client import connect
 from lambdas.common.settings import Settings
 
-_client: tuple[Settings, redis.Redis] | None = None
+if TYPE_CHECKING:
+    from mypy_boto3_ec2 import EC2Client
 
 
 def check(client: redis.Redis, max_ms: int) -> dict[str, Any]:
@@ -30,23 +45,69 @@ def check(client: redis.Redis, max_ms: int) -> dict[str, Any]:
     return {"redis": "ok", "latencyMs": latency}
 
 
-def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
-    global _client  # noqa: PLW0603 (one connection per container)
-    if _client is None:
+@dataclass
+class QueueHealth:
+    settings: Settings
+    redis: redis.Redis
+    ec2: EC2Client
+    inbox: Inbox | None
+
+    @classmethod
+    def from_env(cls) -> QueueHealth:
         s = Settings.from_env()
-        _client = (s, connect(s.redis_url, max(s.redis_timeout_s, s.health_max_ms / 1000)))
-    settings, client = _client
-    result = check(client, settings.health_max_ms)
-    healthy = result["redis"] == "ok"
-    metrics.emit({"QueueHealthy": 1 if healthy else 0})
-    metrics.emit({"RedisPingMs": result["latencyMs"]}, unit="Milliseconds")
-    if not healthy:
-        log("error", "queue unhealthy", **result)
-    if is_http_event(event):
-        return respond(200 if healthy else 503, result)
-    return result
+        timeout = max(s.redis_timeout_s, s.health_max_ms / 1000)
+        inbox = Inbox(aws("s3"), s.reply_bucket) if s.reply_bucket else None
+        return cls(s, connect(s.redis_url, timeout, min(s.redis_connect_timeout_s, timeout)), aws("ec2"), inbox)
+
+    def redis_state(self) -> dict[str, Any]:
+        result = check(self.redis, self.settings.health_max_ms)
+        if result["redis"] == "fail" and self.settings.queue_mode == "node":
+            try:
+                node = find_node(self.ec2, self.settings.node_tag)
+            except (ClientError, BotoCoreError) as exc:
+                result["error"] += f"; node state unknown ({exc})"
+                return result
+            if node is not None and node.state != "running":
+                return {"redis": "asleep", "node": node.state}
+        return result
+
+    def sweep(self) -> dict[str, Any]:
+        if self.inbox is None:
+            return {}
+        try:
+            expired = self.inbox.expire(self.settings.park_ttl_s)
+        except (ClientError, BotoCoreError) as exc:
+            log("error", "inbox sweep failed", error=str(exc))
+            return {"sweep": "fail", "sweepError": str(exc)}
+        for job_id in expired:
+            log("warning", "parked request expired: no node adopted it", id=job_id, ttlS=self.settings.park_ttl_s)
+        if expired:
+            metrics.emit({"ParkedExpired": len(expired)})
+        return {"expired": len(expired)}
+
+    def __call__(self, event: dict[str, Any]) -> dict[str, Any]:
+        result = self.redis_state()
+        healthy = result["redis"] in ("ok", "asleep")
+        metrics.emit({"QueueHealthy": 1 if healthy else 0})
+        if "latencyMs" in result:
+            metrics.emit({"RedisPingMs": result["latencyMs"]}, unit="Milliseconds")
+        if not healthy:
+            log("error", "queue unhealthy", **result)
+        if is_http_event(event):
+            return respond(200 if healthy else 503, result)
+        return {**result, **self.sweep()}  # the scheduled run sweeps; the HTTP route only reports
+
+
+_app: QueueHealth | None = None
+
+
+def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
+    global _app  # noqa: PLW0603 (one app per container, built on the first call)
+    if _app is None:
+        _app = QueueHealth.from_env()
+    return _app(event)
 
 
 def reset() -> None:
-    global _client  # noqa: PLW0603
-    _client = None
+    global _app  # noqa: PLW0603
+    _app = None

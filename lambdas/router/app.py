@@ -19,6 +19,8 @@ import redis
 from botocore.exceptions import BotoCoreError, ClientError
 
 from jobqueue import contract
+from jobqueue.contract import JobError
+from jobqueue.inbox import Inbox, InboxError
 from jobqueue.queue import EnqueueError, JobQueue
 from lambdas import routes
 from lambdas.common import metrics
@@ -38,12 +40,6 @@ if TYPE_CHECKING:
 AWS_ERRORS: Final = (ClientError, BotoCoreError)
 
 
-def _redis_down(exc: Exception) -> HttpError:
-    log("error", "redis unavailable", error=f"{type(exc).__name__}: {exc}")
-    metrics.emit({"RedisEnqueueFail": 1})
-    return HttpError(503, "the job queue is unavailable; nothing was queued, try again", status="unavailable")
-
-
 class Router:
     def __init__(
         self,
@@ -53,6 +49,7 @@ class Router:
         s3: S3Client,
         verifier: Verifier,
         *,
+        inbox: Inbox,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.s = settings
@@ -60,18 +57,21 @@ class Router:
         self.ec2 = ec2
         self.s3 = s3
         self.verifier = verifier
+        self.inbox = inbox
         self.clock = clock
 
     @classmethod
     def from_env(cls) -> Router:
         s = Settings.from_env()
         s.require("jwks_url", "jwt_issuer", "jwt_audience", "reply_bucket")
+        s3 = aws("s3")
         return cls(
             s,
-            JobQueue(connect(s.redis_url, s.redis_timeout_s)),
+            JobQueue(connect(s.redis_url, s.redis_timeout_s, s.redis_connect_timeout_s)),
             aws("ec2"),
-            aws("s3"),
+            s3,
             Verifier(JwksCache(s.jwks_url), s.jwt_issuer, s.jwt_audience, s.jwt_token_use),
+            inbox=Inbox(s3, s.reply_bucket),
         )
 
     # ------------------------------------------------------------------ dispatch
@@ -138,11 +138,15 @@ class Router:
         if req.body_error:
             raise HttpError(400, req.body_error, field="body")
         body = parse_infer(req.raw_body)
+        beat: dict[str, Any] | None = None
+        reachable = True
         try:
             wait_ms = self.queue.take_token(claims.sub, self.s.throttle_burst, self.s.throttle_per_minute)
             beat = self.queue.heartbeat()
         except redis.RedisError as exc:
-            raise _redis_down(exc) from None
+            # The node sleeps (node mode) or the queue is away: the request is parked, not refused.
+            reachable, wait_ms = False, 0
+            log("info", "queue not reachable; the request will be parked", error=f"{type(exc).__name__}: {exc}")
         if wait_ms:
             retry_after = max(1, math.ceil(wait_ms / 1000))
             metrics.emit({"RateLimitBreaches": 1})
@@ -159,14 +163,25 @@ class Router:
             max_tokens=body.max_tokens,
             temperature=body.temperature,
         )
-        serving = beat is not None and beat.get("state") != "draining"
-        node = None if serving else self._wake_node()
+        headers = {"x-request-id": job["id"]}
+        if contract.is_serving(beat) and self._enqueue(job):
+            return respond(202, {"status": "queued", "id": job["id"]}, headers)
+        node = self._wake_node()
+        starting = respond(202, {"status": "starting", "eta": self.s.start_eta_s, "id": job["id"]}, headers)
+        if reachable and beat is None and self._enqueue(job):
+            # Redis is up but no agent speaks yet (the node boots, or the queue is ElastiCache and the node
+            # sleeps): the job waits in the queue. Should the node stop now, the state-change event starts it.
+            if node.state != "stopped":
+                self._try_wake()
+            return starting
+        why = "queue not reachable" if beat is None else f"node {beat.get('state')}"
+        self._park(job, why)
+        return starting
+
+    def _enqueue(self, job: contract.Job) -> bool:
+        """Queue the job in Redis: True when it is queued, False when Redis went away (park it instead)."""
         try:
             self.queue.enqueue(job)
-            if node is not None and node.state != "stopped":
-                # Running without a heartbeat (booting or draining), pending, or stopping: if it stops
-                # now, the EC2 state-change event must start it again for this job.
-                self.queue.request_wake()
         except EnqueueError as exc:
             log("error", "job refused by the queue", code=exc.code, error=str(exc), id=job["id"])
             metrics.emit({"RedisEnqueueFail": 1})
@@ -175,11 +190,34 @@ class Router:
                 headers={"retry-after": "30"},
             ) from None  # fmt: skip
         except redis.RedisError as exc:
-            raise _redis_down(exc) from None
-        headers = {"x-request-id": job["id"]}
-        if serving:
-            return respond(202, {"status": "queued", "id": job["id"]}, headers)
-        return respond(202, {"status": "starting", "eta": self.s.start_eta_s, "id": job["id"]}, headers)
+            log("warning", "queue went away while enqueueing; the request will be parked", error=str(exc))
+            metrics.emit({"RedisEnqueueFail": 1})
+            return False
+        return True
+
+    def _try_wake(self) -> None:
+        try:
+            self.queue.request_wake()
+        except redis.RedisError as exc:
+            log("warning", "wake request not written", error=str(exc))
+
+    def _park(self, job: contract.Job, reason: str) -> None:
+        """Keep the job in S3 until the node adopts it (at most the burst per user, TL_PARK_MAX in all)."""
+        retry = {"retry-after": str(max(self.s.start_eta_s, 1))}
+        try:
+            self.inbox.park(job, per_user=self.s.throttle_burst, total=self.s.park_max, reason=reason)
+        except InboxError as exc:
+            log("warning", "request not parked", code=exc.code, error=str(exc), id=job["id"])
+            if exc.code == "USER_FULL":
+                metrics.emit({"RateLimitBreaches": 1})
+                raise HttpError(429, f"{exc}: wait for the node to start", headers=retry,
+                                retryAfter=max(self.s.start_eta_s, 1)) from None  # fmt: skip
+            metrics.emit({"ParkFail": 1})
+            status = "full" if exc.code == "FULL" else "unavailable"
+            raise HttpError(503, f"the request was not accepted: {exc}; try again later", status=status,
+                            headers=retry) from None  # fmt: skip
+        metrics.emit({"JobsParked": 1})
+        log("info", "request parked until the node adopts it", id=job["id"], reason=reason)
 
     def _wake_node(self) -> Node:
         """No agent is serving: find the node and start it if it is stopped (exactly once)."""
@@ -198,20 +236,26 @@ class Router:
                 status="held",
             )
         if node.state == "stopped" and not node.resizing:
-            try:
-                self.ec2.start_instances(InstanceIds=[node.instance_id])
-            except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code", "")
-                if code != "IncorrectInstanceState":  # started by someone else meanwhile: fine
-                    log("error", "node did not start", instance=node.instance_id, code=code, error=str(exc))
-                    raise HttpError(
-                        503, f"the node could not be started ({code}); nothing was queued, try again later",
-                        status="unavailable", headers={"retry-after": "60"},
-                    ) from None  # fmt: skip
-            else:
-                metrics.emit({"EC2Starts": 1}, instance=node.instance_id)
-                log("info", "node started", instance=node.instance_id)
+            self._start(node, "a request came in")
         return node
+
+    def _start(self, node: Node, reason: str) -> None:
+        try:
+            self.ec2.start_instances(InstanceIds=[node.instance_id])
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code == "IncorrectInstanceState":  # started by someone else meanwhile: fine
+                return
+            log("error", "node did not start", instance=node.instance_id, code=code, error=str(exc))
+            raise HttpError(
+                503, f"the node could not be started ({code}); nothing was queued, try again later",
+                status="unavailable", headers={"retry-after": "60"},
+            ) from None  # fmt: skip
+        except BotoCoreError as exc:
+            log("error", "node did not start", instance=node.instance_id, error=str(exc))
+            raise HttpError(503, "cannot reach EC2 to start the node; try again", status="unavailable") from None
+        metrics.emit({"EC2Starts": 1}, instance=node.instance_id)
+        log("info", "node started", instance=node.instance_id, reason=reason)
 
     # ------------------------------------------------------------------ GET /result/{id}
 
@@ -223,9 +267,11 @@ class Router:
             progress = self.queue.progress(job_id)
             beat = None if progress.result or progress.started else self.queue.heartbeat()
         except redis.RedisError as exc:
-            log("error", "redis unavailable", error=str(exc))
-            raise HttpError(503, "the job queue is unavailable; try again", status="unavailable") from None
-        if progress.owner is None or progress.owner != claims.sub:
+            log("info", "queue not reachable; looking for the job in S3", error=str(exc))
+            return self._parked_result(job_id, claims, not_found, queue_away=True)
+        if progress.owner is None:
+            return self._parked_result(job_id, claims, not_found, queue_away=False)
+        if progress.owner != claims.sub:
             raise not_found
         body: dict[str, Any] = {"id": job_id}
         if progress.result is not None:
@@ -236,10 +282,29 @@ class Router:
         elif progress.started:
             body.update(status="running", text=progress.text)
         elif progress.queued:
-            body["status"] = "queued" if beat is not None and beat.get("state") != "draining" else "starting"
+            body["status"] = "queued" if contract.is_serving(beat) else "starting"
         else:
             body["status"] = "expired"  # never claimed within its TTL; the agent writes the reply when it runs
         return respond(200, body)
+
+    def _parked_result(self, job_id: str, claims: Claims, not_found: HttpError, *, queue_away: bool) -> dict[str, Any]:
+        """A job Redis does not know: parked in S3 (``starting``), answered while parked, or nobody's."""
+        try:
+            parked = self.inbox.get(job_id)
+            reply = None if parked is not None else self.inbox.reply(job_id)
+        except (*AWS_ERRORS, JobError, ValueError) as exc:
+            log("error", "parked job not readable", id=job_id, error=str(exc))
+            raise HttpError(503, "the request store is unavailable; try again", status="unavailable") from None
+        if parked is not None and parked.job["owner"] == claims.sub:
+            return respond(200, {"id": job_id, "status": "starting", "eta": self.s.start_eta_s})
+        if reply is not None and reply.get("owner") == claims.sub:
+            body = {"id": job_id, "status": reply["status"]}
+            if reply.get("error"):
+                body["error"] = reply["error"]
+            return respond(200, {**body, **self._reply(job_id)})
+        if queue_away and parked is None and reply is None:
+            raise HttpError(503, "the job queue is unavailable; try again", status="unavailable")
+        raise not_found
 
     def _reply(self, job_id: str) -> dict[str, Any]:
         key = contract.reply_object_key(job_id)
@@ -283,6 +348,9 @@ class Router:
     # ------------------------------------------------------------------ EC2 state change
 
     def node_changed(self, detail: dict[str, Any]) -> dict[str, Any]:
+        """The node stopped: start it again when requests wait for it (parked in S3, or queued under a wake).
+
+        Errors propagate: EventBridge invokes asynchronously, and Lambda retries a failed event twice."""
         if detail.get("state") != "stopped":
             return {"action": "none"}
         node = find_node(self.ec2, self.s.node_tag)
@@ -290,9 +358,13 @@ class Router:
             return {"action": "none"}
         if node.held or node.resizing:
             return {"action": "none", "reason": "held" if node.held else "resizing"}
-        if not self.queue.take_wake():
+        parked = self.inbox.count(1)
+        try:
+            woken = self.queue.take_wake()
+        except redis.RedisError:
+            woken = False  # node mode: the queue sleeps with the node; what waits for it is parked in S3
+        if not parked and not woken:
             return {"action": "none"}
-        self.ec2.start_instances(InstanceIds=[node.instance_id])
-        metrics.emit({"EC2Starts": 1}, instance=node.instance_id, reason="jobs-waiting")
-        log("info", "node started again: jobs were queued while it stopped", instance=node.instance_id)
-        return {"action": "started", "instance": node.instance_id}
+        reason = "parked requests wait" if parked else "jobs were queued while it stopped"
+        self._start(node, reason)
+        return {"action": "started", "instance": node.instance_id, "reason": reason}
