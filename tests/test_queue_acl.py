@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,8 +15,12 @@ import redis
 import redis.asyncio
 
 from devstack.procs import Process, free_port, wait_until
+from devstack.stack import Stack
 from jobqueue import acl, contract
 from jobqueue.queue import AsyncJobQueue, JobQueue
+from lambdas.common.redis_client import SecretsError
+from lambdas.router.app import Router
+from tests.support import SigningKey, v2_event
 
 pytestmark = pytest.mark.slow
 PASSWORDS = {"agent": "agent-secret-1", "router": "router-secret-2", "admin": "test-only-admin"}
@@ -111,3 +116,70 @@ def test_the_agent_user_is_refused_what_no_agent_needs(acl_redis: int, command: 
 def test_the_default_user_is_off(acl_redis: int) -> None:
     with pytest.raises(redis.AuthenticationError):
         redis.Redis(port=acl_redis, socket_timeout=2).ping()
+
+
+@pytest.fixture
+def node_redis(tmp_path: Path) -> Iterator[tuple[int, str]]:
+    """Redis as the queue_redis role runs it: TLS only, the contract's ACL users; yields its port and certificate."""
+    port = free_port()
+    cert, key = tmp_path / "server.crt", tmp_path / "server.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:secp384r1", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=tinyllama-queue",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True)  # fmt: skip
+    users = tmp_path / "users.acl"
+    users.write_text("user default off\n" + "".join(f"user {n} on >{PASSWORDS[n]} {r}\n" for n, r in acl.USERS.items()))
+    binary = shutil.which("redis-server") or "redis-server"
+    server = Process(f"redis-tls-{port}", [binary, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+                     "--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert),
+                     "--tls-auth-clients", "no", "--save", "", "--aclfile", str(users), "--dir", str(tmp_path)],
+                     tmp_path)  # fmt: skip
+    server.start()
+
+    def up() -> bool:
+        try:
+            return bool(redis.Redis(port=port, username="agent", password=PASSWORDS["agent"], ssl=True,
+                                    ssl_ca_certs=str(cert), socket_timeout=1).ping())  # fmt: skip
+        except redis.RedisError:
+            return False
+
+    wait_until(up, 20, "redis-server with TLS")
+    yield port, cert.read_text()
+    server.stop()
+
+
+def test_the_router_reaches_the_node_redis_with_its_user_and_pinned_certificate_from_ssm(
+    node_redis: tuple[int, str], stack: Stack, function_env: dict[str, str], signing_key: SigningKey,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    port, cert = node_redis
+    ssm = stack.ssm()
+    ssm.put_parameter(Name="/tl-fif/redis/router", Value=PASSWORDS["router"], Type="SecureString")
+    ssm.put_parameter(Name="/tl-fif/redis/tls_cert", Value=cert, Type="String")
+    for name, value in {**function_env, "TL_REDIS_URL": f"rediss://127.0.0.1:{port}/0",
+                        "TL_REDIS_SECRETS": "/tl-fif/redis"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    agent = redis.Redis(port=port, username="agent", password=PASSWORDS["agent"], ssl=True, ssl_ca_certs=None,
+                        ssl_cert_reqs="none")  # fmt: skip
+    agent.set(contract.HEARTBEAT, json.dumps({"state": "ready"}), ex=30)
+    router = Router.from_env()
+    response = router.handle(v2_event("POST", "/infer", body='{"prompt": "hi"}', token=signing_key.token()))
+    assert (response["statusCode"], json.loads(response["body"])["status"]) == (202, "queued")
+    assert agent.xlen(contract.QUEUE_STREAM) == 1
+    kwargs = router.queue.redis.connection_pool.connection_kwargs
+    assert (kwargs["username"], kwargs["ssl_cert_reqs"]) == ("router", "required")
+
+    ssm.delete_parameter(Name="/tl-fif/redis/tls_cert")
+    with pytest.raises(SecretsError, match="missing SSM parameters: /tl-fif/redis/tls_cert"):
+        Router.from_env()
+
+
+def test_a_wrong_certificate_is_refused(node_redis: tuple[int, str], tmp_path: Path) -> None:
+    port, _ = node_redis
+    other = tmp_path / "other.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", str(tmp_path / "other.key"), "-out", str(other), "-days", "1", "-subj", "/CN=x"],
+                   check=True, capture_output=True)  # fmt: skip
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis(port=port, username="router", password=PASSWORDS["router"], ssl=True, ssl_ca_certs=str(other),
+                    ssl_cert_reqs="required", socket_timeout=2).ping()  # fmt: skip

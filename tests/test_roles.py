@@ -41,3 +41,12 @@ def test_every_role_has_a_molecule_scenario_with_checks(role: Path) -> None:
     assert (scenario / "molecule.yml").exists() and (scenario / "converge.yml").exists()
     tests = list((scenario / "tests").glob("test_*.py"))
     assert tests and all("assert" in t.read_text() for t in tests)
+
+
+def test_the_queue_redis_acl_is_the_contracts() -> None:
+    """The role cannot import the contract at converge time: its copy of the rules is held to jobqueue/acl.py."""
+    from jobqueue import acl  # noqa: PLC0415
+
+    role = next(r for r in ROLES if r.name == "queue_redis")
+    role_vars = yaml.safe_load((role / "vars" / "main.yml").read_text())
+    assert {name: " ".join(rules.split()) for name, rules in role_vars["__queue_redis_rules"].items()} == acl.USERS

@@ -30,6 +30,11 @@ SETTINGS: Final = {
         "Connect timeout for Redis, seconds: a sleeping node does not answer, and inside a VPC a connect takes "
         "well under a millisecond.",
     ),
+    "redis_secrets": Setting(
+        "TL_REDIS_SECRETS",
+        "",
+        "SSM prefix of the node Redis's `router` password and `tls_cert` (node mode); empty: the URL as it is.",
+    ),
     "queue_mode": Setting(
         "TL_QUEUE_MODE", "node", "`node`: Redis sleeps with the node; `elasticache`: Redis is always up."
     ),
@@ -139,6 +144,7 @@ class Settings:
     redis_url: str
     redis_timeout_s: float
     redis_connect_timeout_s: float
+    redis_secrets: str
     queue_mode: str
     park_ttl_s: int
     park_max: int

@@ -24,7 +24,7 @@ from lambdas.common.clients import aws
 from lambdas.common.http import is_http_event, respond
 from lambdas.common.logs import log
 from lambdas.common.node import find_node
-from lambdas.common.redis_client import connect
+from lambdas.common.redis_client import connect_queue
 from lambdas.common.settings import Settings
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ class QueueHealth:
         s = Settings.from_env()
         timeout = max(s.redis_timeout_s, s.health_max_ms / 1000)
         inbox = Inbox(aws("s3"), s.reply_bucket) if s.reply_bucket else None
-        return cls(s, connect(s.redis_url, timeout, min(s.redis_connect_timeout_s, timeout)), aws("ec2"), inbox)
+        return cls(s, connect_queue(s, timeout), aws("ec2"), inbox)
 
     def redis_state(self) -> dict[str, Any]:
         result = check(self.redis, self.settings.health_max_ms)

@@ -29,7 +29,7 @@ from lambdas.common.clients import aws
 from lambdas.common.http import HttpError, Request, disabled, is_http_event, respond
 from lambdas.common.logs import log
 from lambdas.common.node import Node, find_node
-from lambdas.common.redis_client import connect
+from lambdas.common.redis_client import connect_queue
 from lambdas.common.settings import Settings
 from lambdas.router.schema import parse_infer
 
@@ -67,7 +67,7 @@ class Router:
         s3 = aws("s3")
         return cls(
             s,
-            JobQueue(connect(s.redis_url, s.redis_timeout_s, s.redis_connect_timeout_s)),
+            JobQueue(connect_queue(s)),
             aws("ec2"),
             s3,
             Verifier(JwksCache(s.jwks_url), s.jwt_issuer, s.jwt_audience, s.jwt_token_use),
