@@ -34,7 +34,7 @@ CHECKOV := $(CACHE)/checkov-$(CHECKOV_VERSION)/bin/checkov
 PYTEST := $(BIN)/python -m pytest
 CODE := node_agent jobqueue lambdas tlcli devstack tests bench roles molecule
 
-.PHONY: help deps sysdeps images lint test test-fast coverage demo bench bench-router lambda-package lambda-deploy molecule clean
+.PHONY: help deps sysdeps images lint test test-fast coverage demo bench bench-router bench-cost lambda-package lambda-deploy molecule clean
 
 help:
 	@echo "make demo       start the local stack, send a prompt, print the model's reply from S3"
@@ -42,6 +42,7 @@ help:
 	@echo "make test-fast  only the tests that start no server"
 	@echo "make bench      the agent benchmark (bench/agent.py)"
 	@echo "make bench-router  the router benchmark (bench/router.py)"
+	@echo "make bench-cost  the monthly cost at rest and per running hour (bench/cost.py)"
 	@echo "make lambda-package  one reproducible zip per function under build/"
 	@echo "make molecule   every role's Molecule scenario (podman, systemd Debian 12)"
 	@echo "make coverage   the tests with coverage (HTML in build/coverage; fails under 90 %)"
@@ -174,6 +175,10 @@ lambda-deploy: lambda-package $(VENV)/.ansible
 
 bench-router: $(VENV)/.installed
 	$(BIN)/python bench/router.py
+
+# The monthly cost at rest and per running hour, from the templates and the price table.
+bench-cost: $(VENV)/.installed
+	$(BIN)/python bench/cost.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache
