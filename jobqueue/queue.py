@@ -337,6 +337,12 @@ class AsyncJobQueue:
     async def depth(self) -> int:
         return int(await self.redis.xlen(contract.QUEUE_STREAM))
 
+    async def memory_percent(self) -> float | None:
+        """Used memory against ``maxmemory``, in percent; None where Redis has no limit."""
+        info = await self.redis.info("memory")
+        limit = int(info.get("maxmemory", 0))
+        return None if limit <= 0 else round(100 * int(info["used_memory"]) / limit, 2)
+
     async def entries(self, count: int) -> list[Entry]:
         """Every entry in the queue, claimed or not, oldest first (at most ``count``)."""
         return _entries(await self.redis.xrange(contract.QUEUE_STREAM, count=count))

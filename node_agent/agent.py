@@ -567,4 +567,11 @@ class Agent:
                     self.metrics.gpu.publish(self.cloudwatch)
                 except Exception as exc:  # NVML errors (a GPU fallen off the bus) must not stop the loop
                     log.warning("GPU metrics not read", extra={"error": f"{type(exc).__name__}: {exc}"})
+            try:
+                memory = await self.queue.memory_percent()
+            except redis.exceptions.RedisError as exc:
+                log.warning("Redis memory not read", extra={"error": str(exc)})
+            else:
+                if memory is not None:  # the node's own Redis (maxmemory set by the queue_redis role)
+                    self.cloudwatch.add("RedisMemoryPercent", memory, "Percent")
             await self.cloudwatch.flush()

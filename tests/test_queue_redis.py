@@ -185,3 +185,20 @@ def test_cancelled_redis_call_cancels_the_task(redis_server) -> None:  # type: i
         return outcomes
 
     assert set(asyncio.run(scenario())) == {"cancelled"}
+
+
+def test_memory_is_reported_against_maxmemory_and_not_without_one(r: redis.Redis) -> None:
+    async def scenario() -> tuple[float | None, float | None]:
+        client = async_client(r)
+        q = AsyncJobQueue(client, "agent-a")
+        unlimited = await q.memory_percent()
+        await client.config_set("maxmemory", "64mb")
+        used = int((await client.info("memory"))["used_memory"])
+        limited = await q.memory_percent()
+        await client.config_set("maxmemory", "0")
+        await client.aclose()
+        assert limited is not None and abs(limited - 100 * used / (64 * 1024 * 1024)) < 1
+        return unlimited, limited
+
+    unlimited, limited = asyncio.run(scenario())
+    assert unlimited is None and limited is not None and 0 < limited < 100

@@ -174,12 +174,13 @@ def test_the_node_stopping_reaches_the_router_which_may_be_invoked_by_that_rule(
         "detail": {"state": ["stopped"], "instance-id": [{"Ref": "InstanceId"}]},
     }
     assert [t["Arn"] for t in rule["Targets"]] == [{"Ref": "RouterArn"}]
+    rule_arn = {"Fn::GetAtt": ["NodeStoppedRule", "Arn"]}
     granted = [
         r["Properties"] for r in ops.values()
-        if r["Type"] == "AWS::Lambda::Permission" and r["Properties"]["SourceArn"] == {"Fn::GetAtt": ["NodeStoppedRule", "Arn"]}
+        if r["Type"] == "AWS::Lambda::Permission" and r["Properties"]["SourceArn"] == rule_arn
     ]  # fmt: skip
     assert granted == [{"Action": "lambda:InvokeFunction", "FunctionName": {"Ref": "RouterArn"},
-                        "Principal": "events.amazonaws.com", "SourceArn": {"Fn::GetAtt": ["NodeStoppedRule", "Arn"]}}]  # fmt: skip
+                        "Principal": "events.amazonaws.com", "SourceArn": rule_arn}]  # fmt: skip
     schedule = ops["QueueHealthSchedule"]["Properties"]
     assert schedule["ScheduleExpression"] == "rate(5 minutes)"
     assert [t["Arn"] for t in schedule["Targets"]] == [{"Ref": "QueueHealthArn"}]
