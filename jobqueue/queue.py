@@ -347,6 +347,11 @@ class AsyncJobQueue:
         """Every entry in the queue, claimed or not, oldest first (at most ``count``)."""
         return _entries(await self.redis.xrange(contract.QUEUE_STREAM, count=count))
 
+    async def job(self, job_id: str) -> str | None:
+        """The stored JSON of a job, or None when it is settled or expired."""
+        raw = await self.redis.get(contract.job_key(job_id))
+        return None if raw is None else _text(raw)
+
     async def withdraw(self, entry: Entry) -> str | None:
         """Take an unsettled job out of the queue (to park it in S3); its JSON, or None if there is none."""
         raw = await self._scripts["withdraw"](

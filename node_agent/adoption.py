@@ -80,7 +80,7 @@ class Adopter:
         starts the node again. S3 first, then Redis: a crash between leaves a duplicate that adoption removes."""
         parked = 0
         for entry in await self.queue.entries(count):
-            raw = await self.queue.redis.get(contract.job_key(entry.job_id))
+            raw = await self.queue.job(entry.job_id)
             if raw is None:
                 continue  # settled or expired: the entry is answered at the next start
             try:
