@@ -56,6 +56,9 @@ def touch(zip_path: Path, n: int) -> None:
         archive.writestr(f"lambdas/router/change_{n}.py", f"CHANGE = {n}\n")
 
 
+# Five ansible-playbook runs against moto, each a Python start-up and six functions: on the shared 2-core machine,
+# beside the rest of `make test`, it ran past the 300 s default (and passed alone in less).
+@pytest.mark.timeout(600)
 def test_deploy_versions_only_changed_code_keeps_five_and_rolls_back(
     fresh_stack: Stack, zips: Path, tmp_path: Path
 ) -> None:

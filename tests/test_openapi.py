@@ -122,7 +122,10 @@ def test_a_walk_through_every_route_gives_only_documented_answers(world: dict[st
     call("POST", "/resize", shape.handle, token=admin, query={"target": "g4dn.xlarge"})
     call("GET", "/queue-health", lambda e: queue_health.handler(e, None))
     stack.redis.stop()
-    call("POST", "/infer", handle, body='{"prompt": "hi"}', token=key.token(sub="other"))
+    call("POST", "/infer", handle, body='{"prompt": "hi"}', token=key.token(sub="other"))  # parked: 202
+    stack.ec2().create_tags(Resources=[stack.instance_id], Tags=[{"Key": "tl-hold", "Value": "walk"}])
+    call("POST", "/infer", handle, body='{"prompt": "hi"}', token=key.token(sub="other"))  # held: 503
+    stack.ec2().start_instances(InstanceIds=[stack.instance_id])  # a running node whose Redis is away: 503
     call("GET", "/queue-health", lambda e: queue_health.handler(e, None))
     stack.redis.start()
     expected = {("POST /infer", s) for s in (202, 400, 401, 403, 413, 429, 503)}

@@ -203,4 +203,9 @@ def check_the_inventory(stack: Stack, instance_id: str, reply_bucket: str) -> No
     assert shown.returncode == 0, shown.stdout + shown.stderr
     agent_env = json.loads(shown.stdout.split("=>", 1)[1])["node_agent_env"]
     assert agent_env["TL_REPLY_BUCKET"] == reply_bucket
-    assert agent_env["TL_REDIS_URL"] == "redis://127.0.0.1:6379/0"  # node queue mode: the node's own Redis
+    # node queue mode: the node's own Redis, over TLS on loopback, as the agent's ACL user with its SSM password
+    password = ssm.get_parameter(Name="/tl-fif/redis/agent", WithDecryption=True)["Parameter"]["Value"]
+    assert agent_env["TL_REDIS_URL"] == (
+        f"rediss://agent:{password}@127.0.0.1:6379/0?ssl_ca_certs=/etc/redis-tls/server.crt"
+    )
+    assert len(password) == 32
