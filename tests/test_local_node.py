@@ -26,6 +26,9 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not PLAYBOOK.exists(), reason="ansible is installed by `make deps`"),
     pytest.mark.skipif(shutil.which("podman") is None, reason="podman is installed by `make deps`"),
+    # The module's fixture (the stacks and the Lambdas by their playbooks, then site.yml into the container) counts
+    # against its first test: with the Redis secrets the stack deploy makes, it passes 300 s on 2 cores.
+    pytest.mark.timeout(900),
 ]
 USER = "e2e-user"
 
