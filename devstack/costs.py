@@ -193,8 +193,8 @@ class _Walk:
             run = self.table["scheduled_runs"][function]
             self.lambda_requests += runs
             self.lambda_gb_s += runs * float(run["seconds"]) * 0.125
-            usd = runs * (run.get("s3_list_requests", 0) * self.p["s3_list_request"]
-                          + run.get("cost_explorer_requests", 0) * self.p["cost_explorer_request"])  # fmt: skip
+            usd = runs * sum(run.get(f"{kind}_requests", 0) * self.p[f"{kind}_request"]
+                             for kind in ("s3_list", "cost_explorer", "cloudwatch_api"))  # fmt: skip
             self.add(f"{function} {props['ScheduleExpression']} ({runs:.0f} runs)", usd, run.get("note") or _calls(run))
 
     def allowances(self) -> None:

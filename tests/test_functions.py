@@ -6,13 +6,13 @@ import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
 from devstack.stack import Stack
 from lambdas.budget_killer.handler import kill
+from lambdas.common import costs
 from lambdas.common.auth import JwksCache, Verifier
-from lambdas.common.costs import forecast_month, month_period
+from lambdas.common.costs import forecast_month
 from lambdas.common.node import HOLD_TAG, RESIZING_TAG
 from lambdas.common.settings import Settings
 from lambdas.cost_publisher.handler import publish
@@ -200,86 +200,115 @@ def test_budget_killer_handler_takes_an_sns_event(env: dict[str, str], stack: St
 # ---------------------------------------------------------------- cost_publisher and cost_summary
 
 
-def canned_costs(stack: Stack, *results: dict[str, Any]) -> None:
-    """moto's Cost Explorer answers what is posted here, one result per call (it has no billing data)."""
-    response = httpx.post(
-        f"{stack.moto.url}/moto-api/static/ce/cost-and-usage-results",
-        json={"results": list(results)},
-        timeout=5,
-    )
-    response.raise_for_status()
+NOW = dt.datetime(2026, 11, 10, 12, 0, tzinfo=dt.UTC)
 
 
-def cost(amount: str, unit: str) -> dict[str, str]:
-    return {"Amount": amount, "Unit": unit}
+@pytest.fixture
+def billing(stack: Stack) -> Any:
+    """CloudWatch in us-east-1, where AWS keeps the billing metrics; moto has none, so a test writes them."""
+    import boto3  # noqa: PLC0415
+
+    env = stack.moto.aws_env()
+    return boto3.client("cloudwatch", endpoint_url=stack.moto.url, region_name=costs.REGION,
+                        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])  # fmt: skip
 
 
-def total(amount: str, unit: str) -> dict[str, Any]:
-    period = {"Start": "2026-11-01", "End": "2026-11-24"}
-    return {"ResultsByTime": [{"TimePeriod": period, "Total": {"UnblendedCost": cost(amount, unit)}, "Groups": []}]}
+def charge(cw: Any, usd: float, at: dt.datetime, service: str | None = None) -> None:
+    """One EstimatedCharges datapoint as AWS publishes it: the month-to-date estimate, total or per service."""
+    dims = [{"Name": "Currency", "Value": "USD"}]
+    if service:
+        dims.insert(0, {"Name": "ServiceName", "Value": service})
+    cw.put_metric_data(Namespace=costs.NAMESPACE, MetricData=[
+        {"MetricName": costs.METRIC, "Dimensions": dims, "Timestamp": at, "Value": usd}])  # fmt: skip
 
 
-def test_cost_publisher_converts_usd_to_eur(
-    env: dict[str, str], stack: Stack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+def test_cost_publisher_publishes_the_newest_estimate_in_euros(
+    env: dict[str, str], billing: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("TL_USD_EUR_RATE", "0.9")
-    canned_costs(stack, total("2.50", "USD"))
-    result = publish(stack.moto.client("ce"), Settings.from_env(), dt.date(2026, 11, 23))
+    charge(billing, 2.10, NOW - dt.timedelta(hours=13))
+    charge(billing, 2.50, NOW - dt.timedelta(hours=1))  # the estimate only grows within a month: the newest counts
+    result = publish(billing, Settings.from_env(), NOW)
     assert result == {"published": True, "eur": 2.25, "amount": 2.5, "unit": "USD"}
     (metric,) = [m for m in emf_metrics(capsys.readouterr().out) if "CurrentSpendEUR" in m]
     assert metric["CurrentSpendEUR"] == 2.25
     assert metric["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "TLFIF/Cost"
 
 
-def test_cost_publisher_takes_euros_as_they_are(env: dict[str, str], stack: Stack) -> None:
-    canned_costs(stack, total("1.9", "EUR"))
-    assert publish(stack.moto.client("ce"), Settings.from_env(), dt.date(2026, 11, 23))["eur"] == 1.9
+def test_on_the_first_of_the_month_last_months_estimate_is_not_this_months(env: dict[str, str], billing: Any) -> None:
+    first = dt.datetime(2026, 12, 1, 2, 0, tzinfo=dt.UTC)
+    charge(billing, 19.40, first - dt.timedelta(hours=3))  # 30 November's estimate, before AWS starts again at 0
+    assert publish(billing, Settings.from_env(), first)["eur"] == 0.0
 
 
-def test_cost_publisher_publishes_nothing_when_cost_explorer_fails(
+def test_cost_publisher_says_how_to_turn_billing_metrics_on_and_publishes_nothing(
+    env: dict[str, str], billing: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = publish(billing, Settings.from_env(), NOW)
+    assert result["published"] is False
+    assert "Receive CloudWatch billing alerts" in result["error"]
+    assert not [m for m in emf_metrics(capsys.readouterr().out) if "CurrentSpendEUR" in m]
+
+
+def test_cost_publisher_publishes_nothing_when_cloudwatch_does_not_answer(
     env: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     import boto3  # noqa: PLC0415
     from botocore.config import Config  # noqa: PLC0415
 
-    dead = boto3.client("ce", endpoint_url="http://127.0.0.1:9", config=Config(retries={"total_max_attempts": 1}))
-    result = publish(dead, Settings.from_env(), dt.date(2026, 11, 23))
+    dead = boto3.client("cloudwatch", endpoint_url="http://127.0.0.1:9", region_name=costs.REGION,
+                        config=Config(retries={"total_max_attempts": 1}))  # fmt: skip
+    result = publish(dead, Settings.from_env(), NOW)
     assert result["published"] is False and "error" in result
     assert not [m for m in emf_metrics(capsys.readouterr().out) if "CurrentSpendEUR" in m]
 
 
-def test_the_month_runs_from_the_first_to_tomorrow() -> None:
-    assert month_period(dt.date(2026, 11, 1)) == {"Start": "2026-11-01", "End": "2026-11-02"}
-    assert month_period(dt.date(2026, 12, 31)) == {"Start": "2026-12-01", "End": "2027-01-01"}
+def test_the_forecast_is_a_straight_line_over_the_month() -> None:
     assert forecast_month(3.0, dt.date(2026, 11, 10)) == pytest.approx(9.0)
+    assert forecast_month(3.1, dt.date(2026, 12, 31)) == pytest.approx(3.1)
 
 
-def test_cost_summary_mails_a_readable_summary(
-    env: dict[str, str], stack: Stack, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def mailbox(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any, str]:
     sns, sqs = stack.moto.client("sns"), stack.moto.client("sqs")
     topic = sns.create_topic(Name="tl-cost")["TopicArn"]
     queue_url = sqs.create_queue(QueueName="mailbox")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
     monkeypatch.setenv("TL_COST_TOPIC_ARN", topic)
-    groups = [
-        {"Keys": ["Amazon Elastic Compute Cloud - Compute"], "Metrics": {"UnblendedCost": cost("1.20", "USD")}},
-        {"Keys": ["Amazon Simple Storage Service"], "Metrics": {"UnblendedCost": cost("0.10", "USD")}},
-    ]
-    canned_costs(stack, {"ResultsByTime": [{"TimePeriod": {"Start": "2026-11-01", "End": "2026-11-11"},
-                                            "Total": {}, "Groups": groups}]})  # fmt: skip
-    result = send(stack.moto.client("ce"), sns, Settings.from_env(), dt.date(2026, 11, 10))
+    return sns, sqs, queue_url
+
+
+def test_cost_summary_mails_a_readable_summary(
+    env: dict[str, str], stack: Stack, billing: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sns, sqs, queue_url = mailbox(stack, monkeypatch)
+    at = NOW - dt.timedelta(hours=2)
+    charge(billing, 1.30, at)
+    charge(billing, 0.10, at, "AmazonS3")
+    charge(billing, 1.20, at, "AmazonEC2")
+    charge(billing, 0.0, at, "AWSLambda")  # a service at zero is left out
+    result = send(billing, sns, Settings.from_env(), NOW)
     assert result["subject"] == "tinyllama-shape: €1.12 so far in November 2026"
     message = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=2)["Messages"][0]["Body"]
     assert "month to date   €    1.12" in message
     assert "month forecast  €    3.35" in message and "within the €20.00 budget" in message
-    assert message.index("Elastic Compute Cloud") < message.index("Simple Storage Service")
-    assert "Billed in USD" in message
+    assert message.index("AmazonEC2") < message.index("AmazonS3") and "AWSLambda" not in message
+    assert "Estimated in USD" in message
+
+
+def test_cost_summary_without_billing_metrics_mails_what_to_turn_on(
+    env: dict[str, str], stack: Stack, billing: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sns, sqs, queue_url = mailbox(stack, monkeypatch)
+    result = send(billing, sns, Settings.from_env(), NOW)
+    assert result["sent"] is True and "cannot be read" in result["subject"]
+    message = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=2)["Messages"][0]["Body"]
+    assert "Receive CloudWatch billing alerts" in message
 
 
 def test_cost_summary_without_a_topic_says_what_is_missing(env: dict[str, str], stack: Stack) -> None:
     from lambdas.common.settings import SettingsError  # noqa: PLC0415
 
     with pytest.raises(SettingsError, match="TL_COST_TOPIC_ARN is required"):
-        send(stack.moto.client("ce"), stack.moto.client("sns"), Settings.from_env(), dt.date(2026, 11, 10))
+        send(stack.moto.client("cloudwatch"), stack.moto.client("sns"), Settings.from_env(), NOW)

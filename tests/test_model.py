@@ -62,12 +62,14 @@ def test_model_server_killed_mid_stream_is_retried_then_failed_after_max_attempt
 
 
 def test_model_server_killed_mid_stream_and_back_completes_the_job(stack: Stack, llama: LlamaServer) -> None:
-    stack.start_agent(llama.url, TL_MAX_ATTEMPTS="3")
+    # Five attempts: on a loaded machine the model can still be loading ("503 Loading model") when the second
+    # attempt has spent its backend retries, and that attempt is released for a third, as it should be.
+    stack.start_agent(llama.url, TL_MAX_ATTEMPTS="5")
     job = stack.submit(LONG_PROMPT, max_tokens=48, temperature=0.0)
     _kill_once_text_streams(stack, llama, job["id"])
     llama.start()  # supervisor brings it back on the same port
     reply = stack.wait_reply(job["id"], 90)
-    assert reply["status"] == "done"
-    assert reply["attempts"] == 2
+    assert reply["status"] == "done", reply
+    assert 2 <= reply["attempts"] < 5, reply  # the killed attempt was one of them, and the budget was not used up
     events = [f for _, f in stack.redis.client().xrange(contract.reply_stream_key(job["id"]))]
     assert {"attempt": "2"} in events  # a watcher can tell that the text restarted

@@ -73,7 +73,7 @@ SETTINGS: Final = {
     ),
     "redis_cluster_id": Setting("TL_REDIS_CLUSTER_ID", "", "ElastiCache cluster id (for budget_killer)."),
     "usd_eur_rate": Setting(
-        "TL_USD_EUR_RATE", "0.86", "EUR per USD, for accounts billed in USD (cost_publisher, cost_summary)."
+        "TL_USD_EUR_RATE", "0.86", "EUR per USD; the billing metrics are in USD (cost_publisher, cost_summary)."
     ),
     "budget_eur": Setting("TL_BUDGET_EUR", "20", "Monthly budget the cost summary compares against, EUR."),
     "cost_topic_arn": Setting("TL_COST_TOPIC_ARN", "", "SNS topic of the daily cost summary."),

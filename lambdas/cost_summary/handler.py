@@ -7,7 +7,8 @@ from typing import Any
 
 import boto3
 
-from lambdas.common.costs import Spend, forecast_month, month_to_date
+from lambdas.common import costs
+from lambdas.common.costs import Spend, forecast_month
 from lambdas.common.logs import log
 from lambdas.common.settings import Settings
 
@@ -29,13 +30,21 @@ def summary_text(spend: Spend, today: dt.date, budget_eur: float) -> tuple[str, 
         lines.extend(f"  €{eur:8.2f}  {name}" for name, eur in ranked if eur >= 0.005)  # noqa: PLR2004
         lines.append("")
     if spend.unit != "EUR":
-        lines.append(f"Billed in {spend.unit}: {spend.amount:.2f} {spend.unit}, converted at the configured rate.")
+        lines.append(f"Estimated in {spend.unit}: {spend.amount:.2f} {spend.unit}, converted at the configured rate.")
+    lines.append("From CloudWatch's billing metrics (AWS/Billing EstimatedCharges), updated several times a day.")
     return subject[:99], "\n".join(lines)
 
 
-def send(ce: Any, sns: Any, s: Settings, today: dt.date) -> dict[str, Any]:
+def send(cw: Any, sns: Any, s: Settings, now: dt.datetime) -> dict[str, Any]:
     s.require("cost_topic_arn")
-    spend = month_to_date(ce, today, s.usd_eur_rate, by_service=True)
+    today = now.date()
+    try:
+        spend = costs.month_to_date(cw, now, s.usd_eur_rate, by_service=True)
+    except costs.CostError as exc:  # the mail still goes, and says what to do
+        log("error", "month-to-date cost not read", error=str(exc))
+        subject = f"tinyllama-shape: the cost of {today:%B %Y} cannot be read"
+        sns.publish(TopicArn=s.cost_topic_arn, Subject=subject, Message=f"{exc}.")
+        return {"sent": True, "subject": subject, "error": str(exc)}
     subject, text = summary_text(spend, today, s.budget_eur)
     sns.publish(TopicArn=s.cost_topic_arn, Subject=subject, Message=text)
     log("info", "cost summary sent", eur=round(spend.eur, 2), topic=s.cost_topic_arn)
@@ -44,4 +53,5 @@ def send(ce: Any, sns: Any, s: Settings, today: dt.date) -> dict[str, Any]:
 
 def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
     s = Settings.from_env()
-    return send(boto3.client("ce", region_name="us-east-1"), boto3.client("sns"), s, dt.datetime.now(dt.UTC).date())
+    cw = boto3.client("cloudwatch", region_name=costs.REGION)
+    return send(cw, boto3.client("sns"), s, dt.datetime.now(dt.UTC))
