@@ -1,5 +1,5 @@
 """playbooks/lambdas.yml (the lambda_deploy role) and playbooks/rollback.yml against the moto server: functions made
-from the reproducible zips, a version only when the code changed, `prod` moved, five versions kept, and a rollback."""
+from the reproducible zips, a version only when the code or the configuration changed, `prod` moved, five versions kept, and a rollback."""
 
 from __future__ import annotations
 
@@ -37,9 +37,12 @@ def roles(stack: Stack) -> dict[str, str]:
     return {f: iam.create_role(RoleName=f"tl-{f}", AssumeRolePolicyDocument=trust)["Role"]["Arn"] for f in FUNCTIONS}
 
 
-def deploy(stack: Stack, build_dir: Path, arns: dict[str, str], **extra: Any) -> Any:
+ENV = {"TL_REPLY_BUCKET": "tinyllama-data-replies"}
+
+
+def deploy(stack: Stack, build_dir: Path, arns: dict[str, str], env: dict[str, str] = ENV, **extra: Any) -> Any:
     out = play(stack, "lambdas.yml", lambda_deploy_build_dir=str(build_dir), lambda_deploy_role_arns=arns,
-               lambda_deploy_env={"TL_REPLY_BUCKET": "tinyllama-data-replies"}, **extra)  # fmt: skip
+               lambda_deploy_env=env, **extra)  # fmt: skip
     assert out.returncode == 0, out.stdout[-3000:]
     return out
 
@@ -59,7 +62,7 @@ def touch(zip_path: Path, n: int) -> None:
 # Five ansible-playbook runs against moto, each a Python start-up and six functions: on the shared 2-core machine,
 # beside the rest of `make test`, it ran past the 300 s default (and passed alone in less).
 @pytest.mark.timeout(600)
-def test_deploy_versions_only_changed_code_keeps_five_and_rolls_back(
+def test_deploy_versions_only_what_changed_keeps_five_and_rolls_back(
     fresh_stack: Stack, zips: Path, tmp_path: Path
 ) -> None:
     arns = roles(fresh_stack)
@@ -82,12 +85,17 @@ def test_deploy_versions_only_changed_code_keeps_five_and_rolls_back(
     for function in FUNCTIONS:
         assert state(fresh_stack, function) == ("1", ["1"]), function
 
-    # Two router changes with two versions kept: 2, then 3 with version 1 pruned. (Not further: after a deletion
-    # moto numbers the next version len(versions) + 1 and repeats a number, which AWS never does.)
-    for n in (2, 3):
-        touch(build_dir / "router.zip", n)
-        deploy(fresh_stack, build_dir, arns, lambda_deploy_only=["router"], lambda_deploy_keep=2)
+    # Two router changes with two versions kept: new code makes 2, then a setting alone makes 3 (a version freezes
+    # its environment: without a new one the alias would go on serving the old setting), and version 1 is pruned.
+    # (Not further: after a deletion moto numbers the next version len(versions) + 1 and repeats a number, which
+    # AWS never does.)
+    touch(build_dir / "router.zip", 2)
+    deploy(fresh_stack, build_dir, arns, lambda_deploy_only=["router"], lambda_deploy_keep=2)
+    deploy(fresh_stack, build_dir, arns, {**ENV, "TL_QUEUE_MODE": "elasticache"}, lambda_deploy_only=["router"],
+           lambda_deploy_keep=2)  # fmt: skip
     assert state(fresh_stack, "router") == ("3", ["2", "3"])
+    prod = lam.get_function_configuration(FunctionName="tl-fif-router", Qualifier="prod")
+    assert prod["Environment"]["Variables"]["TL_QUEUE_MODE"] == "elasticache"
     assert state(fresh_stack, "queue_health") == ("1", ["1"])
 
     back = play(fresh_stack, "rollback.yml", rollback_functions=["router", "queue_health"])

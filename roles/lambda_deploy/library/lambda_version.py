@@ -1,6 +1,6 @@
 #!/usr/bin/python
-"""Ansible module: publish a Lambda version only when $LATEST's code differs from the newest version's, and keep
-only the newest versions (never one an alias points at)."""
+"""Ansible module: publish a Lambda version only when $LATEST's code or configuration differs from the newest
+version's, and keep only the newest versions (never one an alias points at)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ DOCUMENTATION = r"""
 module: lambda_version
 short_description: Publish a Lambda version when the code changed; prune old versions
 description:
-  - Compares the code hash of C($LATEST) with the newest published version; publishes only when they differ.
+  - Compares the code hash and the configuration (environment, VPC, memory, timeout, role, handler, runtime,
+    tracing) of C($LATEST) with the newest published version; publishes only when they differ.
   - Deletes published versions beyond the newest O(keep), except those an alias points at.
 options:
   name:
@@ -58,6 +59,20 @@ def _all(client, method, key, **kwargs):
     return items
 
 
+# What a published version freezes besides its code: a change to any of these needs a new version, or the alias
+# would keep serving the old setting.
+CONFIGURATION = ("Environment", "VpcConfig", "MemorySize", "Timeout", "Role", "Handler", "Runtime", "TracingConfig",
+                 "Architectures")
+
+
+def _configuration(config):
+    frozen = {key: config.get(key) for key in CONFIGURATION}
+    vpc = dict(frozen["VpcConfig"] or {})
+    vpc.pop("VpcId", None)
+    frozen["VpcConfig"] = {k: sorted(v) if isinstance(v, list) else v for k, v in vpc.items() if v not in ([], None)}
+    return frozen
+
+
 def main():
     module = AnsibleAWSModule(
         argument_spec={"name": {"type": "str", "required": True}, "keep": {"type": "int", "default": 5}},
@@ -77,7 +92,8 @@ def main():
         ]
         versions.sort(key=lambda v: int(v["Version"]))
         published = False
-        if not versions or versions[-1]["CodeSha256"] != latest["CodeSha256"]:
+        if (not versions or versions[-1]["CodeSha256"] != latest["CodeSha256"]
+                or _configuration(versions[-1]) != _configuration(latest)):
             published = True
             if not module.check_mode:
                 made = client.publish_version(FunctionName=name, CodeSha256=latest["CodeSha256"])
