@@ -1,5 +1,6 @@
 """playbooks/lambdas.yml (the lambda_deploy role) and playbooks/rollback.yml against the moto server: functions made
-from the reproducible zips, a version only when the code or the configuration changed, `prod` moved, five versions kept, and a rollback."""
+from the reproducible zips, a version only when the code or the configuration changed, `prod` moved, five versions
+kept, and a rollback."""
 
 from __future__ import annotations
 

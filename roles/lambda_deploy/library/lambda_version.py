@@ -61,8 +61,17 @@ def _all(client, method, key, **kwargs):
 
 # What a published version freezes besides its code: a change to any of these needs a new version, or the alias
 # would keep serving the old setting.
-CONFIGURATION = ("Environment", "VpcConfig", "MemorySize", "Timeout", "Role", "Handler", "Runtime", "TracingConfig",
-                 "Architectures")
+CONFIGURATION = (
+    "Environment",
+    "VpcConfig",
+    "MemorySize",
+    "Timeout",
+    "Role",
+    "Handler",
+    "Runtime",
+    "TracingConfig",
+    "Architectures",
+)
 
 
 def _configuration(config):
@@ -92,8 +101,11 @@ def main():
         ]
         versions.sort(key=lambda v: int(v["Version"]))
         published = False
-        if (not versions or versions[-1]["CodeSha256"] != latest["CodeSha256"]
-                or _configuration(versions[-1]) != _configuration(latest)):
+        if (
+            not versions
+            or versions[-1]["CodeSha256"] != latest["CodeSha256"]
+            or _configuration(versions[-1]) != _configuration(latest)
+        ):
             published = True
             if not module.check_mode:
                 made = client.publish_version(FunctionName=name, CodeSha256=latest["CodeSha256"])

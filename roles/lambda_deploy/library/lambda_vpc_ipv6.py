@@ -57,8 +57,11 @@ def main():
         if not vpc.get("SubnetIds") or bool(vpc.get("Ipv6AllowedForDualStack")) == allowed:
             module.exit_json(changed=False, vpc_config=vpc)
         if not module.check_mode:
-            wanted = {"SubnetIds": vpc["SubnetIds"], "SecurityGroupIds": vpc.get("SecurityGroupIds", []),
-                      "Ipv6AllowedForDualStack": allowed}
+            wanted = {
+                "SubnetIds": vpc["SubnetIds"],
+                "SecurityGroupIds": vpc.get("SecurityGroupIds", []),
+                "Ipv6AllowedForDualStack": allowed,
+            }
             vpc = client.update_function_configuration(FunctionName=name, VpcConfig=wanted).get("VpcConfig") or {}
             client.get_waiter("function_updated_v2").wait(**waiter)
     except Exception as exc:  # botocore's errors, reported with their context
