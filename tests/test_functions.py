@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 from devstack.stack import Stack
 from lambdas.budget_killer.handler import kill
 from lambdas.common import costs
-from lambdas.common.auth import JwksCache, Verifier
+from lambdas.common.auth import JwksCache, KeysUnavailable, Verifier
 from lambdas.common.costs import forecast_month
 from lambdas.common.node import HOLD_TAG, RESIZING_TAG
 from lambdas.common.settings import Settings
@@ -138,6 +139,19 @@ def test_inline_resize_answers_when_done(
     code, body = resize(app, signing_key.token(**{"cognito:groups": ["admin"]}), "g4dn.xlarge")
     assert (code, body["status"], body["type"]) == (200, "resized", "g4dn.xlarge")
     assert stack.node()["InstanceType"] == "g4dn.xlarge"
+
+
+def test_the_signing_keys_can_come_from_the_copy_in_s3(
+    env: dict[str, str], stack: Stack, signing_key: SigningKey
+) -> None:
+    """The functions in the private subnets read the JWKS the aws_stack role copied to S3 (no IPv6 to Cognito)."""
+    s3 = stack.moto.client("s3")
+    s3.put_object(Bucket=stack.bucket, Key="config/jwks.json", Body=json.dumps({"keys": [signing_key.jwk()]}))
+    verifier = Verifier(JwksCache(f"s3://{stack.bucket}/config/jwks.json"), ISSUER, AUDIENCE)
+    assert verifier.claims(f"Bearer {signing_key.token()}").sub
+    missing = Verifier(JwksCache(f"s3://{stack.bucket}/config/nothing.json"), ISSUER, AUDIENCE)
+    with pytest.raises(KeysUnavailable, match=r"config/nothing\.json"):
+        missing.claims(f"Bearer {signing_key.token()}")
 
 
 def test_a_held_node_is_not_resized(shape: tuple[ShapeControl, Any], signing_key: SigningKey, stack: Stack) -> None:

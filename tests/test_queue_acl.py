@@ -148,16 +148,17 @@ def node_redis(tmp_path: Path) -> Iterator[tuple[int, str]]:
     server.stop()
 
 
-def test_the_router_reaches_the_node_redis_with_its_user_and_pinned_certificate_from_ssm(
+def test_the_router_reaches_the_node_redis_with_its_user_and_pinned_certificate_from_s3(
     node_redis: tuple[int, str], stack: Stack, function_env: dict[str, str], signing_key: SigningKey,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     port, cert = node_redis
-    ssm = stack.ssm()
-    ssm.put_parameter(Name="/tl-fif/redis/router", Value=PASSWORDS["router"], Type="SecureString")
-    ssm.put_parameter(Name="/tl-fif/redis/tls_cert", Value=cert, Type="String")
+    s3 = stack.moto.client("s3")
+    secrets = f"s3://{stack.bucket}/config/redis-router.json"
+    s3.put_object(Bucket=stack.bucket, Key="config/redis-router.json",
+                  Body=json.dumps({"password": PASSWORDS["router"], "tls_cert": cert}))  # fmt: skip
     for name, value in {**function_env, "TL_REDIS_URL": f"rediss://127.0.0.1:{port}/0",
-                        "TL_REDIS_SECRETS": "/tl-fif/redis"}.items():  # fmt: skip
+                        "TL_REDIS_SECRETS": secrets}.items():  # fmt: skip
         monkeypatch.setenv(name, value)
     agent = redis.Redis(port=port, username="agent", password=PASSWORDS["agent"], ssl=True, ssl_ca_certs=None,
                         ssl_cert_reqs="none")  # fmt: skip
@@ -169,8 +170,14 @@ def test_the_router_reaches_the_node_redis_with_its_user_and_pinned_certificate_
     kwargs = router.queue.redis.connection_pool.connection_kwargs
     assert (kwargs["username"], kwargs["ssl_cert_reqs"]) == ("router", "required")
 
-    ssm.delete_parameter(Name="/tl-fif/redis/tls_cert")
-    with pytest.raises(SecretsError, match="missing SSM parameters: /tl-fif/redis/tls_cert"):
+    s3.put_object(Bucket=stack.bucket, Key="config/redis-router.json", Body=json.dumps({"password": "x"}))
+    with pytest.raises(SecretsError, match=r"redis-router\.json is not"):
+        Router.from_env()
+    s3.delete_object(Bucket=stack.bucket, Key="config/redis-router.json")
+    with pytest.raises(SecretsError, match=f"cannot read {secrets}"):
+        Router.from_env()
+    monkeypatch.setenv("TL_REDIS_SECRETS", "/tl-fif/redis")  # the old SSM prefix: said, not guessed at
+    with pytest.raises(SecretsError, match="is not an s3://bucket/key URL"):
         Router.from_env()
 
 

@@ -108,7 +108,10 @@ def test_the_stacks_before_the_lambdas_deploy_into_moto(fresh_stack: Stack, tmp_
     assert sorted(cut for cuts in removed.values() for cut in cuts) == sorted(known)
 
     publish_image(fresh_stack)
-    out = play(fresh_stack, "stack.yml", aws_stack_templates=str(adapted_dir))
+    # Cognito's JWKS is read from moto's (the token issuer names AWS's host)
+    out = play(
+        fresh_stack, "stack.yml", aws_stack_templates=str(adapted_dir), aws_stack_cognito_url=fresh_stack.moto.url
+    )
     assert out.returncode == 0, out.stdout[-3000:]
 
     cf = fresh_stack.moto.client("cloudformation")
@@ -152,16 +155,47 @@ def test_the_stacks_before_the_lambdas_deploy_into_moto(fresh_stack: Stack, tmp_
     assert len(logs) == 6 and {g["retentionInDays"] for g in logs} == {30}
 
     check_the_inventory(fresh_stack, node["InstanceId"], outputs["node"]["ReplyBucket"])
+    check_the_functions_copies(fresh_stack, outputs["node"]["ReplyBucket"])
 
     # A second run leaves the same resources. (AWS answers "No updates are to be performed" and the module reports
     # no change; moto re-applies most stacks on update_stack and reports changed, so the count is not asserted.)
-    again = play(fresh_stack, "stack.yml", aws_stack_templates=str(adapted_dir))
+    again = play(fresh_stack, "stack.yml", aws_stack_templates=str(adapted_dir),
+                 aws_stack_cognito_url=fresh_stack.moto.url)  # fmt: skip
     assert again.returncode == 0, again.stdout[-3000:]
     for stack in BEFORE_THE_LAMBDAS:
         described = cf.describe_stacks(StackName=f"tl-fif-{stack}")["Stacks"][0]
         assert {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])} == outputs[stack], stack
     tagged = ec2.describe_instances(Filters=[{"Name": "tag:env", "Values": ["tinyllama"]}])["Reservations"]
     assert [i["InstanceId"] for r in tagged for i in r["Instances"]].count(node["InstanceId"]) == 1
+
+
+def check_the_functions_copies(stack: Stack, bucket: str) -> None:
+    """What the functions in the private subnets read from S3 instead of SSM and Cognito: the router user's password
+    and certificate as SSM keeps them, and the pool's signing keys; encrypted, and readable by the functions."""
+    s3, ssm = stack.moto.client("s3"), stack.ssm()
+    secrets = s3.get_object(Bucket=bucket, Key="config/redis-router.json")
+    assert secrets["ServerSideEncryption"] == "AES256"
+    copied = json.loads(secrets["Body"].read())
+    kept = {p["Name"].rsplit("/", 1)[1]: p["Value"] for p in ssm.get_parameters(
+        Names=["/tl-fif/redis/router", "/tl-fif/redis/tls_cert"], WithDecryption=True)["Parameters"]}  # fmt: skip
+    assert copied == {"password": kept["router"], "tls_cert": kept["tls_cert"]}
+    assert copied["tls_cert"].startswith("-----BEGIN CERTIFICATE-----")
+    jwks = json.loads(s3.get_object(Bucket=bucket, Key="config/jwks.json")["Body"].read())
+    assert jwks["keys"] and all(k["kty"] == "RSA" and k["kid"] for k in jwks["keys"])
+    # the bucket's expiry rules: replies after their days, parked jobs as a backstop, the copies never
+    rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    prefixes = {r["ID"]: r.get("Prefix", r.get("Filter", {}).get("Prefix")) for r in rules}
+    assert prefixes == {"expire-replies": "replies/", "expire-parked": "inbox"}
+    assert not any("config/jwks.json".startswith(p) for p in prefixes.values())
+    functions = load((TEMPLATES / "functions.yml").read_text())["Resources"]
+    for role, wanted in (("RouterRole", {"redis-router.json", "jwks.json"}), ("QueueHealthRole", {"redis-router.json"}),
+                         ("ShapeControlRole", {"jwks.json"})):  # fmt: skip
+        statements = functions[role]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        readable = {str(r["Fn::Sub"] if isinstance(r, dict) else r).rsplit("/config/", 1)[1]
+                    for st in statements if st["Action"] == ["s3:GetObject"]
+                    for r in (st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]])
+                    if "/config/" in str(r)}  # fmt: skip
+        assert readable == wanted, role
 
 
 def test_the_node_stopping_reaches_the_router_which_may_be_invoked_by_that_rule() -> None:

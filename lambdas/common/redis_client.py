@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from typing import TYPE_CHECKING, Final
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -15,7 +16,7 @@ from lambdas.common.clients import aws
 from lambdas.common.settings import Settings
 
 if TYPE_CHECKING:
-    from mypy_boto3_ssm import SSMClient
+    from mypy_boto3_s3 import S3Client
 
 USER: Final = "router"
 """The functions' ACL user on the node's Redis (jobqueue/acl.py)."""
@@ -25,23 +26,34 @@ class SecretsError(RuntimeError):
     """The Redis secrets named by TL_REDIS_SECRETS cannot be read; the message says which and why."""
 
 
-def with_secrets(url: str, prefix: str, ssm: SSMClient) -> str:
-    """The Redis URL with the functions' ACL user, its password and the pinned certificate of the node's Redis,
-    read from SSM (``<prefix>/router``, a SecureString, and ``<prefix>/tls_cert``) once per container."""
-    names = [f"{prefix}/{USER}", f"{prefix}/tls_cert"]
+def read_object(url: str, s3: S3Client) -> bytes:
+    """The body of ``s3://bucket/key``; a SecretsError that names it when it is not there or not readable."""
+    parts = urlsplit(url)
+    if parts.scheme != "s3" or not parts.netloc or not parts.path.strip("/"):
+        raise SecretsError(f"{url!r} is not an s3://bucket/key URL")
     try:
-        found = ssm.get_parameters(Names=names, WithDecryption=True)
+        return s3.get_object(Bucket=parts.netloc, Key=parts.path.lstrip("/"))["Body"].read()
     except (ClientError, BotoCoreError) as exc:
-        raise SecretsError(f"cannot read {', '.join(names)} from SSM: {exc}") from None
-    values = {p["Name"]: p["Value"] for p in found.get("Parameters", [])}
-    missing = [n for n in names if n not in values]
-    if missing:
-        raise SecretsError(f"missing SSM parameters: {', '.join(missing)} (the aws_stack role makes them)")
+        raise SecretsError(f"cannot read {url}: {exc}") from None
+
+
+def with_secrets(url: str, secrets_url: str, s3: S3Client) -> str:
+    """The Redis URL with the functions' ACL user, its password and the pinned certificate of the node's Redis.
+
+    They are read once per container from ``secrets_url``, an S3 object (``{"password": …, "tls_cert": …}``) that
+    the ``aws_stack`` role copies from SSM, where they are kept. S3, not SSM: the functions run in the private
+    subnets, which have no NAT gateway; S3 is reached through the VPC's gateway endpoint, while SSM documents no
+    IPv6 endpoint that the egress-only gateway could reach (README, "What the functions reach")."""
+    try:
+        secrets = json.loads(read_object(secrets_url, s3))
+        password, cert = str(secrets["password"]), str(secrets["tls_cert"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SecretsError(f'{secrets_url} is not {{"password": …, "tls_cert": …}}: {exc!r}') from None
     with tempfile.NamedTemporaryFile("w", suffix=".pem", prefix="tl-redis-ca-", delete=False) as ca:
-        ca.write(values[names[1]])
+        ca.write(cert)
     parts = urlsplit(url)
     host = parts.hostname or ""
-    netloc = f"{USER}:{quote(values[names[0]], safe='')}@{host}" + (f":{parts.port}" if parts.port else "")
+    netloc = f"{USER}:{quote(password, safe='')}@{host}" + (f":{parts.port}" if parts.port else "")
     query = "&".join(q for q in (parts.query, f"ssl_ca_certs={quote(ca.name)}", "ssl_cert_reqs=required") if q)
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
@@ -63,6 +75,6 @@ def connect(url: str, timeout_s: float, connect_timeout_s: float | None = None) 
 def connect_queue(s: Settings, timeout_s: float | None = None) -> redis.Redis:
     """The queue's client as the settings say: the URL, with the node Redis's user and certificate when
     ``TL_REDIS_SECRETS`` names them."""
-    url = with_secrets(s.redis_url, s.redis_secrets, aws("ssm")) if s.redis_secrets else s.redis_url
+    url = with_secrets(s.redis_url, s.redis_secrets, aws("s3")) if s.redis_secrets else s.redis_url
     timeout = s.redis_timeout_s if timeout_s is None else timeout_s
     return connect(url, timeout, min(s.redis_connect_timeout_s, timeout))

@@ -33,7 +33,8 @@ SETTINGS: Final = {
     "redis_secrets": Setting(
         "TL_REDIS_SECRETS",
         "",
-        "SSM prefix of the node Redis's `router` password and `tls_cert` (node mode); empty: the URL as it is.",
+        "`s3://bucket/key` of the node Redis's `router` password and certificate (node mode; the aws_stack role "
+        "copies them from SSM); empty: the URL as it is.",
     ),
     "queue_mode": Setting(
         "TL_QUEUE_MODE", "node", "`node`: Redis sleeps with the node; `elasticache`: Redis is always up."
