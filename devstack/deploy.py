@@ -84,7 +84,7 @@ def deploy(stack: Stack, pool: UserPool, workdir: Path) -> Deployment:
     templates = workdir / "templates"
     moto_templates(templates)
     out = play(stack, "stack.yml", log=workdir / "stack.log", timeout_s=600, aws_stack_templates=str(templates),
-               aws_stack_cognito_url=stack.moto.url)  # fmt: skip
+               aws_stack_jwks_url=pool.jwks_url)  # fmt: skip
     if out.returncode != 0:
         raise StackError(f"playbooks/stack.yml failed; see {workdir / 'stack.log'}:\n{out.stdout[-3000:]}")
     outputs = stack_outputs(stack)

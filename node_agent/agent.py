@@ -413,7 +413,9 @@ class Agent:
             for entry in entries:
                 if entry.entry_id in self._running:
                     continue  # reclaimed our own running entry (its idle time ran out during a Redis outage)
-                if self._shutdown.is_set() or len(self._running) >= self.s.max_concurrency:
+                # (a claim that was blocked in Redis when the agent decided to stop returns here: it goes back too)
+                paused = time.monotonic() < self._claim_paused_until
+                if self._shutdown.is_set() or paused or len(self._running) >= self.s.max_concurrency:
                     with contextlib.suppress(*TRANSIENT):
                         await self.queue.release(entry, self._claim_timeout_ms, "", refund=False)
                     continue
@@ -507,14 +509,18 @@ class Agent:
             self._adopt_now.set()
             return
         self.state = "stopping"
+        # From here the node may go away at any moment: claim nothing, so that what slips into the queue is parked
+        # back at shutdown rather than cut off mid-run.
+        self._claim_paused_until = time.monotonic() + STOP_CLAIM_PAUSE_S
         await self._beat()
         stopped = await self._stop_instance(f"idle for {idle_for:.1f} s with no job, empty queue, idle backend")
         if stopped and self.s.stop_mode == "stop":
-            # The OS will SIGTERM us shortly. Claim nothing meanwhile, but not forever if the stop never comes.
+            # The OS will SIGTERM us shortly; not forever, though, if the stop never comes.
             self._claim_paused_until = time.monotonic() + STOP_CLAIM_PAUSE_S
             if await wait_event(self._shutdown, STOP_CLAIM_PAUSE_S):
                 return
             log.warning("the instance did not stop; serving again", extra={"waited_s": STOP_CLAIM_PAUSE_S})
+        self._claim_paused_until = 0.0
         self.state = "ready"
         self._idle.restart(time.monotonic())
         self._adopt_now.set()  # what was parked while the agent said `stopping`

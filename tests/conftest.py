@@ -28,18 +28,10 @@ def r(redis_server: RedisServer) -> redis.Redis:
     return redis.Redis.from_url(redis_server.url, decode_responses=True)
 
 
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    with Stack(tmp_path) as running:
-        yield running
-        for agent in running.agents:
-            if agent.alive():
-                print(f"--- {agent.name} log tail ---\n{agent.tail(40)}")
-
-
 @pytest.fixture(scope="module")
 def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """One stack for a whole module; ``fresh_stack`` resets it before each test."""
+    """One stack for a whole module; ``fresh_stack`` and ``stack`` reset it before each test (a new moto server
+    and redis-server for every test cost about 6 s each, a quarter of the whole run)."""
     with Stack(tmp_path_factory.mktemp("stack")) as running:
         yield running
 
@@ -48,6 +40,16 @@ def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def fresh_stack(shared_stack: Stack) -> Stack:
     shared_stack.reset()
     return shared_stack
+
+
+@pytest.fixture
+def stack(fresh_stack: Stack) -> Iterator[Stack]:
+    """A stack as new (reset: agents stopped, Redis empty and running, the local AWS as prepared); the tail of
+    each agent's log is printed after the test, where a failure shows it."""
+    yield fresh_stack
+    for agent in fresh_stack.agents:
+        if agent.alive():
+            print(f"--- {agent.name} log tail ---\n{agent.tail(40)}")
 
 
 @pytest.fixture

@@ -26,11 +26,6 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def stack(fresh_stack: Stack) -> Stack:
-    return fresh_stack
-
-
-@pytest.fixture
 def env(function_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     for name, value in function_env.items():
         monkeypatch.setenv(name, value)

@@ -33,11 +33,6 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def stack(fresh_stack: Stack) -> Stack:
-    return fresh_stack
-
-
-@pytest.fixture
 def hole() -> Iterator[BlackHole]:
     with BlackHole() as made:
         yield made

@@ -16,6 +16,7 @@ import pytest
 from devstack.ansible import PLAYBOOK, ansible_env, play
 from devstack.cfn_moto import MOTO_CUTS, MOTO_OUTPUT_CUTS, load
 from devstack.deploy import BEFORE_THE_LAMBDAS, TEMPLATES, moto_templates, publish_image
+from devstack.edge import create_user_pool
 from devstack.stack import Stack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,10 +109,9 @@ def test_the_stacks_before_the_lambdas_deploy_into_moto(fresh_stack: Stack, tmp_
     assert sorted(cut for cuts in removed.values() for cut in cuts) == sorted(known)
 
     publish_image(fresh_stack)
-    # Cognito's JWKS is read from moto's (the token issuer names AWS's host)
-    out = play(
-        fresh_stack, "stack.yml", aws_stack_templates=str(adapted_dir), aws_stack_cognito_url=fresh_stack.moto.url
-    )
+    # moto's CloudFormation makes no user pool (MOTO_SKIPS): the JWKS copied is that of one made with boto3
+    jwks_url = create_user_pool(fresh_stack).jwks_url
+    out = play(fresh_stack, "stack.yml", aws_stack_templates=str(adapted_dir), aws_stack_jwks_url=jwks_url)
     assert out.returncode == 0, out.stdout[-3000:]
 
     cf = fresh_stack.moto.client("cloudformation")
@@ -160,7 +160,7 @@ def test_the_stacks_before_the_lambdas_deploy_into_moto(fresh_stack: Stack, tmp_
     # A second run leaves the same resources. (AWS answers "No updates are to be performed" and the module reports
     # no change; moto re-applies most stacks on update_stack and reports changed, so the count is not asserted.)
     again = play(fresh_stack, "stack.yml", aws_stack_templates=str(adapted_dir),
-                 aws_stack_cognito_url=fresh_stack.moto.url)  # fmt: skip
+                 aws_stack_jwks_url=jwks_url)  # fmt: skip
     assert again.returncode == 0, again.stdout[-3000:]
     for stack in BEFORE_THE_LAMBDAS:
         described = cf.describe_stacks(StackName=f"tl-fif-{stack}")["Stacks"][0]
@@ -182,11 +182,13 @@ def check_the_functions_copies(stack: Stack, bucket: str) -> None:
     assert copied["tls_cert"].startswith("-----BEGIN CERTIFICATE-----")
     jwks = json.loads(s3.get_object(Bucket=bucket, Key="config/jwks.json")["Body"].read())
     assert jwks["keys"] and all(k["kty"] == "RSA" and k["kid"] for k in jwks["keys"])
-    # the bucket's expiry rules: replies after their days, parked jobs as a backstop, the copies never
-    rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
-    prefixes = {r["ID"]: r.get("Prefix", r.get("Filter", {}).get("Prefix")) for r in rules}
+    # the bucket's expiry rules: replies after their days, parked jobs as a backstop, the copies never (read from
+    # the template: moto's CloudFormation makes the bucket without its LifecycleConfiguration)
+    node = load((TEMPLATES / "node.yml").read_text())["Resources"]
+    rules = node["ReplyBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    prefixes = {r["Id"]: r.get("Prefix") for r in rules}
     assert prefixes == {"expire-replies": "replies/", "expire-parked": "inbox"}
-    assert not any("config/jwks.json".startswith(p) for p in prefixes.values())
+    assert all(p and not f"{key}".startswith(p) for p in prefixes.values() for key in ("config/redis-router.json",))
     functions = load((TEMPLATES / "functions.yml").read_text())["Resources"]
     for role, wanted in (("RouterRole", {"redis-router.json", "jwks.json"}), ("QueueHealthRole", {"redis-router.json"}),
                          ("ShapeControlRole", {"jwks.json"})):  # fmt: skip
