@@ -101,15 +101,9 @@ def fetch_url(url: str) -> bytes:
     keeps in S3 (``s3://bucket/key``) for the functions in the private subnets, where S3 is reached through the
     gateway endpoint and Cognito documents no IPv6 endpoint (README, "What the functions reach")."""
     if url.startswith("s3://"):
-        from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415 (boto3 only where needed)
+        from lambdas.common.clients import read_s3  # noqa: PLC0415 (boto3 only where needed)
 
-        from lambdas.common.clients import aws  # noqa: PLC0415
-
-        bucket, _, key = url.removeprefix("s3://").partition("/")
-        try:
-            return bytes(aws("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
-        except (ClientError, BotoCoreError) as exc:  # as the OSError the cache handles
-            raise OSError(f"cannot read {url}: {exc}") from None
+        return read_s3(url)  # its S3ReadError is the OSError the cache handles
     with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (the URL is the operator's JWKS)
         return bytes(response.read())
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
 
 
 def aws(service: str, *, timeout_s: float = 3, attempts: int = 2, region: str | None = None) -> Any:
@@ -16,3 +18,19 @@ def aws(service: str, *, timeout_s: float = 3, attempts: int = 2, region: str | 
         retries={"total_max_attempts": attempts, "mode": "standard"},
     )
     return boto3.client(service, config=config, region_name=region)  # type: ignore[call-overload]
+
+
+class S3ReadError(OSError):
+    """An ``s3://bucket/key`` that is not one, or that cannot be read; the message names it."""
+
+
+def read_s3(url: str, s3: Any | None = None) -> bytes:
+    """The body of the object at ``s3://bucket/key`` (the functions' copies of what the private subnets cannot
+    reach: the Redis secrets, the JWKS)."""
+    parts = urlsplit(url)
+    if parts.scheme != "s3" or not parts.netloc or not parts.path.strip("/"):
+        raise S3ReadError(f"{url!r} is not an s3://bucket/key URL")
+    try:
+        return bytes((s3 or aws("s3")).get_object(Bucket=parts.netloc, Key=parts.path.lstrip("/"))["Body"].read())
+    except (ClientError, BotoCoreError) as exc:
+        raise S3ReadError(f"cannot read {url}: {exc}") from None

@@ -8,11 +8,10 @@ from typing import TYPE_CHECKING, Final
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import redis
-from botocore.exceptions import BotoCoreError, ClientError
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from lambdas.common.clients import aws
+from lambdas.common.clients import S3ReadError, aws, read_s3
 from lambdas.common.settings import Settings
 
 if TYPE_CHECKING:
@@ -26,17 +25,6 @@ class SecretsError(RuntimeError):
     """The Redis secrets named by TL_REDIS_SECRETS cannot be read; the message says which and why."""
 
 
-def read_object(url: str, s3: S3Client) -> bytes:
-    """The body of ``s3://bucket/key``; a SecretsError that names it when it is not there or not readable."""
-    parts = urlsplit(url)
-    if parts.scheme != "s3" or not parts.netloc or not parts.path.strip("/"):
-        raise SecretsError(f"{url!r} is not an s3://bucket/key URL")
-    try:
-        return s3.get_object(Bucket=parts.netloc, Key=parts.path.lstrip("/"))["Body"].read()
-    except (ClientError, BotoCoreError) as exc:
-        raise SecretsError(f"cannot read {url}: {exc}") from None
-
-
 def with_secrets(url: str, secrets_url: str, s3: S3Client) -> str:
     """The Redis URL with the functions' ACL user, its password and the pinned certificate of the node's Redis.
 
@@ -45,7 +33,11 @@ def with_secrets(url: str, secrets_url: str, s3: S3Client) -> str:
     subnets, which have no NAT gateway; S3 is reached through the VPC's gateway endpoint, while SSM documents no
     IPv6 endpoint that the egress-only gateway could reach (README, "What the functions reach")."""
     try:
-        secrets = json.loads(read_object(secrets_url, s3))
+        body = read_s3(secrets_url, s3)
+    except S3ReadError as exc:
+        raise SecretsError(str(exc)) from None
+    try:
+        secrets = json.loads(body)
         password, cert = str(secrets["password"]), str(secrets["tls_cert"])
     except (ValueError, KeyError, TypeError) as exc:
         raise SecretsError(f'{secrets_url} is not {{"password": …, "tls_cert": …}}: {exc!r}') from None
