@@ -1,16 +1,17 @@
 """``make demo``: the whole path on this machine, and a prompt that goes the way a user's does.
 
-The node is a systemd container converged with ``playbooks/site.yml`` and ``inventory/local.yml``; the AWS stacks
-and the Lambdas are deployed into the local AWS (moto) by their playbooks; Redis runs beside it; the local edge
-serves the HTTP API with the router (``devstack.fullstack`` has each step). Then the node is stopped, as it is when
-nobody has used the service for a while, and, as a user would:
+The node is a systemd container converged with ``playbooks/site.yml`` and ``inventory/local.yml``, with the queue's
+Redis on it (``aws_stack_queue: node``); the AWS stacks and the Lambdas are deployed into the local AWS (moto) by
+their playbooks; the local edge serves the HTTP API with the router (``devstack.fullstack`` has each step). Then
+the node is stopped, as it is when nobody has used the service for a while, and, as a user would:
 
     tl login --password        # USER_PASSWORD_AUTH against the local Cognito
-    tl infer "…"               # POST /infer → the router starts the node → the text follows
+    tl infer "…"               # POST /infer → parked in S3, the router starts the node → the text follows
 
-When the router has started the instance, the container boots as the instance would: systemd, supervisor,
-llama-server with Gemma 3 270M and the agent, which claims the job. ``tl`` prints the text as it streams and the
-final reply with its timings.
+The node's Redis does not answer, so the router parks the request in S3 (``inbox/``) and starts the instance; the
+container then boots as the instance would: systemd, Redis, supervisor, llama-server with Gemma 3 270M and the
+agent, which adopts the parked job into its queue and answers it. ``tl`` prints the text as it streams and the
+final reply with its timings; the demo prints each step's evidence between.
 
     python -m devstack.demo ["your prompt"] [--max-tokens N]
 """
@@ -55,10 +56,16 @@ def main() -> int:
             say(f'\n$ tl infer "{args.prompt}" --max-tokens {args.max_tokens}')
             run = subprocess.Popen([tl, "infer", args.prompt, "--max-tokens", str(args.max_tokens), "--poll", "0.25"],
                                    env=env)  # fmt: skip
-            boot_s = whole.boot_when_started()
+            boot = whole.boot_when_started()
+            parked = ", ".join(f"inbox/{job_id}.json" for job_id in boot.parked) or "nothing"
+            say(f"\n--- parked in S3 while the node slept: {parked}; the router started {whole.stack.instance_id}; "
+                f"the container booted in {boot.seconds:.1f} s")  # fmt: skip
             code = run.wait(timeout=300)
+            adopted = [line for line in whole.node_log("agent.log") if "parked job adopted" in line]
+            say(f"\n--- the agent on the node: {adopted[-1] if adopted else 'no adoption logged'}; "
+                f"parked now: {len(whole.parked())}")  # fmt: skip
             steps = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in whole.timings.items())
-            say(f"\nset-up: {steps}; the node's boot (container start to agent running): {boot_s:.1f} s")
+            say(f"\nset-up: {steps}; the node's boot (container start to agent running): {boot.seconds:.1f} s")
     except (StackError, subprocess.SubprocessError) as exc:
         print(f"demo failed: {exc}\nlogs in {workdir}", file=sys.stderr)
         return 1

@@ -8,6 +8,10 @@ role): functions, a version, the ``prod`` alias.
 
 moto's CloudFormation creates no Cognito resources and no API Gateway v2, so the user pool comes from
 ``devstack.edge.create_user_pool`` and the HTTP API is the local edge, which runs the same router code.
+
+The queue is in ``node`` mode, the default: the role makes the Redis users' passwords and TLS pair in SSM (the
+certificate also names the local node's address on the bridge) and the functions' copy in S3; the functions reach
+the node's Redis over TLS as the ``router`` user, as on AWS (``Deployment.function_env``).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Final
 from devstack.ansible import play
 from devstack.cfn_moto import for_moto, load
 from devstack.edge import UserPool, function_env
-from devstack.procs import REPO, StackError
+from devstack.procs import REPO, StackError, role_default
 from devstack.stack import Stack
 from lambdas.package import FUNCTIONS, build, default_wheels, fetch_wheels
 
@@ -43,6 +47,8 @@ class Deployment:
     """Each stack's outputs, by stack name (network, node, …)."""
     functions: dict[str, str]
     """The ``prod`` alias ARN of each function."""
+    function_env: dict[str, str]
+    """The functions' TL_* settings (the local edge runs the router with them)."""
 
     @property
     def instance_id(self) -> str:
@@ -78,13 +84,23 @@ def publish_image(stack: Stack) -> None:
     stack.ssm().put_parameter(Name="/tl-fif/latest_ami_id", Value=stack.image(), Type="String", Overwrite=True)
 
 
-def deploy(stack: Stack, pool: UserPool, workdir: Path) -> Deployment:
-    """Stacks, then Lambdas, into the stack's moto server; the stack then uses the deployed bucket and node."""
+def node_queue_env(bucket: str, node_address: str) -> dict[str, str]:
+    """The functions' queue settings in ``node`` mode, as playbooks/aws.yml sets them: the node's Redis over TLS,
+    the router user's password and the certificate from the copy the aws_stack role keeps in S3."""
+    port = role_default("queue_redis", "queue_redis_port")
+    secrets_key = role_default("aws_stack", "aws_stack_redis_secrets_key")
+    return {"TL_REDIS_URL": f"rediss://{node_address}:{port}/0", "TL_REDIS_SECRETS": f"s3://{bucket}/{secrets_key}",
+            "TL_QUEUE_MODE": "node"}  # fmt: skip
+
+
+def deploy(stack: Stack, pool: UserPool, workdir: Path, node_address: str) -> Deployment:
+    """Stacks, then Lambdas, into the stack's moto server; the stack then uses the deployed bucket and node, whose
+    Redis the functions reach at ``node_address``."""
     publish_image(stack)
     templates = workdir / "templates"
     moto_templates(templates)
     out = play(stack, "stack.yml", log=workdir / "stack.log", timeout_s=600, aws_stack_templates=str(templates),
-               aws_stack_jwks_url=pool.jwks_url)  # fmt: skip
+               aws_stack_jwks_url=pool.jwks_url, aws_stack_redis_certificate_names=[f"IP:{node_address}"])  # fmt: skip
     if out.returncode != 0:
         raise StackError(f"playbooks/stack.yml failed; see {workdir / 'stack.log'}:\n{out.stdout[-3000:]}")
     outputs = stack_outputs(stack)
@@ -97,8 +113,9 @@ def deploy(stack: Stack, pool: UserPool, workdir: Path) -> Deployment:
         build(function, zips, wheels)
     functions = outputs["functions"]
     network = outputs["network"]
-    # The functions' settings as the local edge has them; AWS_* are reserved names in a Lambda's environment.
-    env = {k: v for k, v in function_env(stack, pool).items() if not k.startswith("AWS_")}
+    settings = {**function_env(stack, pool), **node_queue_env(stack.bucket, node_address)}
+    # AWS_* are reserved names in a Lambda's environment
+    env = {k: v for k, v in settings.items() if not k.startswith("AWS_")}
     out = play(stack, "lambdas.yml", log=workdir / "lambdas.log", timeout_s=600,
                lambda_deploy_build_dir=str(zips),
                lambda_deploy_role_arns={fn: functions[key] for fn, key in ROLE_OUTPUTS.items()},
@@ -110,4 +127,4 @@ def deploy(stack: Stack, pool: UserPool, workdir: Path) -> Deployment:
     lam = stack.moto.client("lambda")
     aliases = {fn: lam.get_alias(FunctionName=f"{PREFIX}-{fn}", Name="prod")["AliasArn"] for fn in FUNCTIONS}
 
-    return Deployment(outputs, aliases)
+    return Deployment(outputs, aliases, settings)

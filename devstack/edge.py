@@ -66,7 +66,8 @@ def id_token(stack: Stack, pool: UserPool, username: str, password: str) -> str:
 
 
 def function_env(stack: Stack, pool: UserPool) -> dict[str, str]:
-    """The TL_* variables of the functions and the edge, pointed at the local stack."""
+    """The TL_* variables of the functions and the edge, pointed at the local stack (its own Redis; the full stack
+    adds the node's, ``devstack.deploy.node_queue_env``)."""
     return {
         "TL_REDIS_URL": stack.redis.url,
         "TL_JWKS_URL": pool.jwks_url,

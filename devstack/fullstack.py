@@ -1,11 +1,14 @@
 """The whole path on one machine, as ``make demo`` runs it and the end-to-end test proves it.
 
-1. the node image (a systemd Debian 12 container, built with debootstrap when missing) and a fresh ``tl-node``;
-2. Redis and the local AWS (moto) on the build machine, listening on the podman bridge too;
+1. the node image (a systemd Debian 12 container, built with debootstrap when missing) and a fresh ``tl-node``
+   at a fixed address on the podman bridge;
+2. the local AWS (moto) on the build machine, listening on the podman bridge too;
 3. a Cognito user pool and a user; the AWS stacks and the Lambdas deployed into the local AWS by their playbooks
-   (``devstack.deploy``);
-4. the node converged with ``playbooks/site.yml`` and ``inventory/local.yml`` (``devstack.node``);
-5. the local edge (the HTTP API with the router) in front.
+   (``devstack.deploy``), the queue in ``node`` mode: its secrets in SSM, the functions' copy in S3;
+4. the node converged with ``playbooks/site.yml`` and ``inventory/local.yml`` (``devstack.node``): the model, the
+   queue's Redis (TLS, ACL users), the agent;
+5. the local edge (the HTTP API with the router) in front; it reaches the node's Redis over the bridge, as the
+   functions reach the node's private address in the VPC, and parks requests in S3 while the node is stopped.
 
 Each step's time is kept in ``timings``. ``close()`` copies the node's logs out and removes the container.
 """
@@ -16,18 +19,41 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+import redis
+
 from devstack.deploy import Deployment, deploy
-from devstack.edge import LocalEdgeServer, UserPool, create_user, create_user_pool, function_env
-from devstack.node import NodeContainer, bridge_gateway, build_wheel, converge, ensure_image, node_settings, podman
+from devstack.edge import LocalEdgeServer, UserPool, create_user, create_user_pool
+from devstack.node import (
+    NodeContainer,
+    bridge_gateway,
+    build_wheel,
+    converge,
+    ensure_image,
+    node_address,
+    node_settings,
+    podman,
+)
 from devstack.procs import StackError, wait_until
 from devstack.stack import Stack
+from jobqueue.inbox import Inbox
+from jobqueue.queue import JobQueue
+from lambdas.common.redis_client import with_secrets
 
 T = TypeVar("T")
 AGENT: str = "tl-node-agent"  # the supervisor program (roles/node_agent)
 INFERENCE: str = "tl-inference"
+
+
+@dataclass(frozen=True)
+class Boot:
+    parked: list[str]
+    """The ids of the jobs in S3's inbox when the router had started the node."""
+    seconds: float
+    """From the container's start to the agent running."""
 
 
 def _made(value: T | None, what: str) -> T:
@@ -77,20 +103,21 @@ class FullStack:
     def open(self) -> FullStack:
         shutil.rmtree(self.workdir, ignore_errors=True)
         self.workdir.mkdir(parents=True)
+        self.node.fixed_address = node_address()
         self._step("container", f"the node: a systemd container {self.node.name} from {self.node.image}",
                    self._container)  # fmt: skip
         host = bridge_gateway()
-        self._stack = Stack(self.workdir / "stack", host=host, prepare=False)
-        self._step("stack", f"Redis and the local AWS (moto), reachable from the node on the podman bridge ({host})",
+        self._stack = Stack(self.workdir / "stack", host=host, prepare=False, local_redis=False)
+        self._step("stack", f"the local AWS (moto), reachable from the node on the podman bridge ({host})",
                    self._stack.start)  # fmt: skip
         self._pool = create_user_pool(self.stack)
         create_user(self.stack, self.pool, self.user, self.password)
         self._deployment = self._step(
             "deploy", "AWS stacks and Lambdas into the local AWS (playbooks/stack.yml, playbooks/lambdas.yml)",
-            lambda: deploy(self.stack, self.pool, self.workdir / "deploy"),
+            lambda: deploy(self.stack, self.pool, self.workdir / "deploy", self.node.fixed_address),
         )  # fmt: skip
         self._step("converge", "the node: ansible-playbook -i inventory/local.yml playbooks/site.yml", self._converge)
-        self._edge = LocalEdgeServer(self.workdir / "edge", function_env(self.stack, self.pool))
+        self._edge = LocalEdgeServer(self.workdir / "edge", self.deployment.function_env)
         self.edge.start()
         return self
 
@@ -111,14 +138,29 @@ class FullStack:
         ec2.get_waiter("instance_stopped").wait(InstanceIds=[self.stack.instance_id], WaiterConfig={"Delay": 1})
         self.node.shut_down()
 
-    def boot_when_started(self, timeout_s: float = 60) -> float:
-        """Wait for the router to start the instance, then boot the container as EC2 would; returns the boot's
-        seconds (until the agent runs)."""
+    def boot_when_started(self, timeout_s: float = 60) -> Boot:
+        """Wait for the router to start the instance, then boot the container as EC2 would: what was parked in S3
+        when the node was started, and the boot's seconds (until the agent runs)."""
         wait_until(lambda: self.stack.node_state() == "running", timeout_s, "the router to start the node")
+        parked = self.parked()
         started = time.monotonic()
         self.node.boot()
         self.node.wait_supervised(AGENT)
-        return time.monotonic() - started
+        return Boot(parked, time.monotonic() - started)
+
+    def node_log(self, name: str) -> list[str]:
+        """The lines of one of the node's logs (/var/log/tinyllama/<name>)."""
+        return self.node.exec("cat", f"/var/log/tinyllama/{name}", check=False).stdout.splitlines()
+
+    def queue(self) -> JobQueue:
+        """The node's queue as the router sees it: over TLS, as the ``router`` user (while the node runs)."""
+        env = self.deployment.function_env
+        url = with_secrets(env["TL_REDIS_URL"], env["TL_REDIS_SECRETS"], self.stack.s3())
+        return JobQueue(redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2))
+
+    def parked(self) -> list[str]:
+        """The ids of the jobs parked in S3 now (``inbox/``)."""
+        return list(Inbox(self.stack.s3(), self.stack.bucket).job_ids())
 
     def tl_env(self) -> dict[str, str]:
         """The environment ``tl`` gets: the local API and Cognito, a token file of its own."""

@@ -3,12 +3,15 @@
 
 The container stands for the instance: stopping it is the instance stopping, ``podman start`` is the boot, with
 systemd, supervisor, llama-server and the agent coming up as they do on EC2. It reaches Redis and the local AWS on
-the build machine at its address on the podman bridge, where ``Stack(host=…)`` makes them listen. Nothing in the
-container listens beyond it but nginx on 443.
+the build machine at its address on the podman bridge, where ``Stack(host=…)`` makes them listen. The queue is
+the node's own Redis (the queue_redis role), as with ``aws_stack_queue: node``: the container keeps one address on
+the bridge across stop and start, as an instance keeps its private address, and the certificate names it. Nothing
+in the container listens beyond it but nginx on 443 and Redis (TLS only) on 6379.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import subprocess
@@ -50,10 +53,20 @@ def ensure_image(image: str = IMAGE) -> None:
                    check=True)  # fmt: skip
 
 
+def _bridge() -> dict[str, str]:
+    return dict(json.loads(podman("network", "inspect", BRIDGE).stdout)[0]["subnets"][0])
+
+
 def bridge_gateway() -> str:
     """The build machine's address on the podman bridge, where the containers reach it."""
-    inspected = json.loads(podman("network", "inspect", BRIDGE).stdout)
-    return str(inspected[0]["subnets"][0]["gateway"])
+    return _bridge()["gateway"]
+
+
+def node_address() -> str:
+    """The local node's fixed address: the bridge's last but one, far from the addresses podman hands out from
+    the bottom of the range. Fixed, so that the Redis certificate made at deploy time names it (an instance's
+    private address is fixed the same way)."""
+    return str(ipaddress.ip_network(_bridge()["subnet"])[-2])
 
 
 def build_wheel(target: Path) -> Path:
@@ -64,9 +77,12 @@ def build_wheel(target: Path) -> Path:
 
 
 class NodeContainer:
-    def __init__(self, name: str = NAME, image: str = IMAGE) -> None:
+    """``address``: a fixed address on the bridge (empty: whatever podman hands out)."""
+
+    def __init__(self, name: str = NAME, image: str = IMAGE, address: str = "") -> None:
         self.name = name
         self.image = image
+        self.fixed_address = address
 
     def create(self) -> None:
         """A fresh container booted into systemd (an existing one of that name is removed first)."""
@@ -74,7 +90,7 @@ class NodeContainer:
         (CACHE / "container-pip").mkdir(parents=True, exist_ok=True)
         podman(
             "run", "-d", "--name", self.name, "--hostname", self.name, "--systemd", "always", "--privileged",
-            "--network", BRIDGE,
+            "--network", BRIDGE, *(["--ip", self.fixed_address] if self.fixed_address else []),
             # pip in the container trusts what this machine trusts (some build networks re-sign TLS)
             "-v", f"{HOST_CA}:/etc/tl-host-ca.crt:ro", "-e", "PIP_CERT=/etc/tl-host-ca.crt",
             "-v", f"{CACHE / 'container-pip'}:/root/.cache/pip",
@@ -130,10 +146,10 @@ class NodeContainer:
 
 def node_settings(stack: Stack, deployment: Deployment, package: Path) -> dict[str, Any]:
     """``local_stack``, the one extra variable inventory/group_vars/local.yml reads: where the node finds the local
-    stack. Redis and moto listen on the bridge's address (the container's host.containers.internal); the address
-    itself is passed, as moto's S3 would read the first label of a host name as a bucket name."""
+    stack. moto listens on the bridge's address (the container's host.containers.internal); the address itself is
+    passed, as moto's S3 would read the first label of a host name as a bucket name. The queue's settings are read
+    from the local AWS's SSM, where the stack's deploy published them (inventory/group_vars/all.yml)."""
     return {
-        "redis_url": stack.redis.url,
         "aws_endpoint": stack.moto.url,
         "aws_region": AWS_REGION,
         "reply_bucket": deployment.reply_bucket,

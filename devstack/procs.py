@@ -11,9 +11,10 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, Any, Final
 
 import httpx
+import yaml
 
 REPO: Final = Path(__file__).resolve().parent.parent
 # Built once per machine and shared by every clone: the llama-server wheel and the model (see the Makefile).
@@ -26,6 +27,11 @@ VENV_BIN: Final = Path(sys.executable).parent
 
 class StackError(RuntimeError):
     """A local server did not start; the message points at its log."""
+
+
+def role_default(role: str, name: str) -> Any:
+    """A role's default (roles/<role>/defaults/main.yml), where the local stack needs the same fact."""
+    return yaml.safe_load((REPO / "roles" / role / "defaults" / "main.yml").read_text())[name]
 
 
 def free_port() -> int:

@@ -63,12 +63,14 @@ def pythonpath() -> str:
 class Stack:
     """``host``: where Redis and moto listen besides loopback (the local node container's way to the host).
     ``prepare``: make a reply bucket and a node instance straight away (False: the AWS stack is deployed into the
-    local AWS instead, by ``devstack.deploy``)."""
+    local AWS instead, by ``devstack.deploy``). ``local_redis``: run a redis-server here (False: the queue is the node's
+    own, as with ``aws_stack_queue: node``; ``devstack.fullstack``)."""
 
-    def __init__(self, workdir: Path, host: str = LOOPBACK, *, prepare: bool = True) -> None:
+    def __init__(self, workdir: Path, host: str = LOOPBACK, *, prepare: bool = True, local_redis: bool = True) -> None:
         self.workdir = workdir
         self.prepare = prepare
-        self.redis = RedisServer(workdir / "redis", host=host)
+        self.with_redis = local_redis
+        self.redis = RedisServer(workdir / "redis", host=host if local_redis else LOOPBACK)
         self.moto = MotoServer(workdir / "moto", host=host)
         self.agents: list[Process] = []
         self.instance_id = ""
@@ -78,7 +80,8 @@ class Stack:
     # ------------------------------------------------------------ start and stop
 
     def start(self) -> Stack:
-        self.redis.start()
+        if self.with_redis:
+            self.redis.start()
         self.moto.start()
         if self.prepare:
             self.prepare_aws()

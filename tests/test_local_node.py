@@ -1,7 +1,8 @@
 """The whole path end to end, as ``make demo`` runs it (``devstack.fullstack``): the AWS stacks and Lambdas deployed
 into the local AWS by their playbooks, the node converged with ``playbooks/site.yml`` and ``inventory/local.yml``
 in a systemd container, and prompts sent through the HTTP API. Nothing is stood in for: the model is llama-server
-with Gemma 3 270M inside the container, under supervisor beside the agent, as on the builder shape."""
+with Gemma 3 270M inside the container, under supervisor beside the agent, as on the builder shape; the queue is
+the node's own Redis (``aws_stack_queue: node``), reached by the router over TLS as its ACL user."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from devstack.ansible import PLAYBOOK, play
 from devstack.edge import id_token
@@ -42,9 +44,9 @@ def whole(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FullStack]:
 def test_site_yml_on_the_local_inventory_says_what_it_misses_before_touching_anything() -> None:
     out = play(None, "site.yml", inventory="inventory/local.yml", ansible_host="tl-no-such-container")
     assert out.returncode != 0
-    assert "The local node needs -e local_stack={...} with redis_url, aws_endpoint" in out.stdout, out.stdout
+    assert "The local node needs -e local_stack={...} with aws_endpoint, aws_region" in out.stdout, out.stdout
     partial = play(None, "site.yml", inventory="inventory/local.yml", ansible_host="tl-no-such-container",
-                   local_stack={"redis_url": "redis://x:6379/0"})  # fmt: skip
+                   local_stack={"aws_endpoint": "http://x:5000"})  # fmt: skip
     assert partial.returncode != 0 and "The local node needs" in partial.stdout, partial.stdout
     assert "tl-no-such-container" not in out.stdout + partial.stdout  # failed before any connection
 
@@ -76,10 +78,13 @@ def test_the_stacks_and_the_lambdas_were_deployed_by_their_playbooks(whole: Full
     assert {"Key": "env", "Value": "tinyllama"} in node["Tags"]
 
 
-def test_from_the_network_the_node_answers_tls_on_443_and_nothing_else(whole: FullStack, tmp_path: Path) -> None:
+def test_from_the_network_the_node_answers_tls_on_443_and_6379_and_nothing_else(
+    whole: FullStack, tmp_path: Path
+) -> None:
     node = whole.node
     assert node.supervised_pid(AGENT) > 0 and node.supervised_pid(INFERENCE) > 0
     address = node.address()
+    assert address == node.fixed_address  # the address the Redis certificate names
     body = {"model": "tinyllama", "prompt": "Paris is the capital of", "max_tokens": 8}
     # the node's own self-signed certificate is the trust anchor; its names are localhost and 127.0.0.1, not the
     # bridge address, so only the name check is left out
@@ -94,6 +99,19 @@ def test_from_the_network_the_node_answers_tls_on_443_and_nothing_else(whole: Fu
     for port in (22, 80, 8000, 9108):  # no SSH; the model and the agent's metrics on loopback only
         with pytest.raises(OSError), socket.create_connection((address, port), timeout=3):
             pass
+    # Redis: TLS only; a plaintext client gets no answer it can read
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis(host=address, port=6379, socket_timeout=3, socket_connect_timeout=3).ping()
+
+
+def test_the_router_reaches_the_nodes_redis_as_its_user_and_may_do_only_its_part(whole: FullStack) -> None:
+    queue = whole.queue()  # TLS with the pinned certificate (name checked), the router's password from S3
+    assert queue.redis.ping()
+    assert queue.heartbeat() is not None, "the agent on the node publishes its heartbeat into its own Redis"
+    router: redis.Redis = queue.redis
+    for command in (("FLUSHALL",), ("CONFIG", "GET", "*"), ("KEYS", "*"), ("SET", "not-ours", "1")):
+        with pytest.raises(redis.ResponseError, match="NOPERM|no permissions"):
+            router.execute_command(*command)
 
 
 def test_tl_cold_boots_the_stopped_node_and_prints_the_models_reply(whole: FullStack) -> None:
@@ -105,10 +123,18 @@ def test_tl_cold_boots_the_stopped_node_and_prints_the_models_reply(whole: FullS
                    timeout=60)  # fmt: skip
     argv = [tl, "infer", "Name three colours.", "--max-tokens", "24", "--poll", "0.25"]
     run = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    whole.boot_when_started()
+    boot = whole.boot_when_started()
     out, _ = run.communicate(timeout=240)
     assert run.returncode == 0, out
+    assert "starting the node" in out, out  # the router parked it: the node's Redis did not answer
     assert "done:" in out and "tokens from tinyllama" in out and "first token" in out, out
+    # parked in S3 while the node slept, adopted by the agent after the boot, answered once
+    assert len(boot.parked) == 1, boot
+    (job_id,) = boot.parked
+    assert job_id in out
+    assert whole.parked() == []
+    assert any("parked job adopted" in line and job_id in line for line in whole.node_log("agent.log"))
+    assert whole.stack.reply_versions(job_id) == 1
 
 
 def test_killing_the_agent_inside_the_node_mid_job_still_gives_one_reply(whole: FullStack) -> None:
@@ -117,7 +143,7 @@ def test_killing_the_agent_inside_the_node_mid_job_still_gives_one_reply(whole: 
     node = whole.node
     before = node.wait_supervised(AGENT)
     job_id = post_infer(whole, "Write a long story about a lighthouse keeper.", 400)
-    queue = whole.stack.queue()
+    queue = whole.queue()
 
     def claimed() -> bool:
         progress = queue.progress(job_id)
