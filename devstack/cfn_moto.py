@@ -74,3 +74,57 @@ def for_moto(name: str, template: dict[str, Any]) -> tuple[dict[str, Any], list[
         if stack == name and adapted.get("Outputs", {}).pop(output, None) is not None:
             removed.append(f"Outputs.{output}")
     return adapted, removed
+
+
+# moto's IAM access control (moto 5.2, moto/iam/access_control.py), found by reading it and by trying it:
+# - every request's action is checked against the Allow and Deny statements of the caller's identity policies
+#   (inline and attached; an explicit Deny wins);
+# - the resource only for S3 (bucket and object ARNs), SQS, IAM and STS; every other service is checked against
+#   "*", so a statement scoped to, say, instance ARNs matches nothing there and would refuse what AWS allows;
+# - conditions are not evaluated (a statement's Condition counts as met), nor resource policies or boundaries;
+# - AssumeRole checks the trust policy's AWS principals; one with only a Service principal is a server error.
+# So for the strict run the roles' statements of services moto checks "*" for are widened to "*" (their
+# resources and conditions are checked by reading the templates: tests/test_stack.py, tests/test_strict_iam.py),
+# and each role's trust policy also admits the operator, who assumes it for the code under test.
+RESOURCE_CHECKED: tuple[str, ...] = ("s3", "sqs", "iam", "sts")
+
+
+def _actions(statement: dict[str, Any]) -> list[str]:
+    actions = statement.get("Action", [])
+    return [actions] if isinstance(actions, str) else list(actions)
+
+
+def _strict_statements(statements: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """The statements as moto can check them, and how many were widened."""
+    out, widened = [], 0
+    for statement in statements:
+        actions = _actions(statement)
+        checked = [a for a in actions if a.split(":", 1)[0] in RESOURCE_CHECKED]
+        others = [a for a in actions if a not in checked]
+        if not others or statement.get("Resource") == "*" or "NotAction" in statement:
+            out.append(statement)
+            continue
+        widened += 1
+        if checked:
+            out.append({**statement, "Action": checked})
+        out.append({k: v for k, v in statement.items() if k != "Condition"} | {"Action": others, "Resource": "*"})
+    return out, widened
+
+
+def for_strict_moto(template: dict[str, Any], operator_arn: str) -> tuple[dict[str, Any], list[str]]:
+    """A (moto-adapted) template's roles as moto's IAM evaluates them, and what was changed, role by role."""
+    adapted = copy.deepcopy(template)
+    changes = []
+    for name, resource in adapted["Resources"].items():
+        if resource["Type"] != "AWS::IAM::Role":
+            continue
+        props = resource["Properties"]
+        for statement in props["AssumeRolePolicyDocument"]["Statement"]:
+            statement["Principal"] = {**statement.get("Principal", {}), "AWS": operator_arn}
+        widened = 0
+        for policy in props.get("Policies", []):
+            document = policy["PolicyDocument"]
+            document["Statement"], count = _strict_statements(document["Statement"])
+            widened += count
+        changes.append(f"{name}: trusts the operator; {widened} statement(s) widened to *")
+    return adapted, changes

@@ -16,13 +16,14 @@ the node's Redis over TLS as the ``router`` user, as on AWS (``Deployment.functi
 
 from __future__ import annotations
 
+import ast
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from devstack.ansible import play
-from devstack.cfn_moto import for_moto, load
+from devstack.cfn_moto import for_moto, for_strict_moto, load
 from devstack.edge import UserPool, function_env
 from devstack.procs import REPO, StackError, role_default
 from devstack.stack import Stack
@@ -59,13 +60,15 @@ class Deployment:
         return self.outputs["node"]["ReplyBucket"]
 
 
-def moto_templates(target: Path) -> dict[str, list[str]]:
+def moto_templates(target: Path, operator_arn: str = "") -> dict[str, list[str]]:
     """The role's templates as moto's CloudFormation can deploy them, written to ``target``; returns what was cut
-    from each."""
+    from each. With ``operator_arn`` (a strict local AWS), their roles also as moto's IAM can evaluate them."""
     target.mkdir(parents=True, exist_ok=True)
     removed = {}
     for path in sorted(TEMPLATES.glob("*.yml")):
         adapted, removed[path.stem] = for_moto(path.stem, load(path.read_text()))
+        if operator_arn:
+            adapted, _changes = for_strict_moto(adapted, operator_arn)
         (target / path.name).write_text(json.dumps(adapted))
     return removed
 
@@ -93,12 +96,14 @@ def node_queue_env(bucket: str, node_address: str) -> dict[str, str]:
             "TL_QUEUE_MODE": "node"}  # fmt: skip
 
 
-def deploy(stack: Stack, pool: UserPool, workdir: Path, node_address: str) -> Deployment:
-    """Stacks, then Lambdas, into the stack's moto server; the stack then uses the deployed bucket and node, whose
-    Redis the functions reach at ``node_address``."""
+def deploy_stacks(
+    stack: Stack, pool: UserPool, workdir: Path, node_address: str, operator_arn: str = ""
+) -> dict[str, dict[str, str]]:
+    """The stacks before the Lambdas, by playbooks/stack.yml; the stack then uses the deployed bucket and node.
+    ``operator_arn``: the local AWS enforces IAM, and the roles admit the operator (``MotoServer.enforce_iam``)."""
     publish_image(stack)
     templates = workdir / "templates"
-    moto_templates(templates)
+    moto_templates(templates, operator_arn)
     out = play(stack, "stack.yml", log=workdir / "stack.log", timeout_s=600, aws_stack_templates=str(templates),
                aws_stack_jwks_url=pool.jwks_url, aws_stack_redis_certificate_names=[f"IP:{node_address}"])  # fmt: skip
     if out.returncode != 0:
@@ -106,6 +111,28 @@ def deploy(stack: Stack, pool: UserPool, workdir: Path, node_address: str) -> De
     outputs = stack_outputs(stack)
     stack.bucket = outputs["node"]["ReplyBucket"]
     stack.instance_id = outputs["node"]["InstanceId"]
+    if operator_arn:
+        rewrite_inline_policies(stack)
+    return outputs
+
+
+def rewrite_inline_policies(stack: Stack) -> None:
+    """moto's CloudFormation keeps a role's inline policies as the Python repr of the parsed document, which its own
+    access control cannot read (a server error on every call of that role): they are put again, unchanged, as
+    JSON through IAM's API."""
+    iam = stack.moto.client("iam")
+    for role in iam.list_roles()["Roles"]:
+        for name in iam.list_role_policies(RoleName=role["RoleName"])["PolicyNames"]:
+            document = iam.get_role_policy(RoleName=role["RoleName"], PolicyName=name)["PolicyDocument"]
+            if isinstance(document, str):  # moto hands back the Python repr of the document it parsed
+                document = ast.literal_eval(document)
+            iam.put_role_policy(RoleName=role["RoleName"], PolicyName=name, PolicyDocument=json.dumps(document))
+
+
+def deploy(stack: Stack, pool: UserPool, workdir: Path, node_address: str) -> Deployment:
+    """Stacks, then Lambdas, into the stack's moto server; the functions reach the node's Redis at
+    ``node_address``."""
+    outputs = deploy_stacks(stack, pool, workdir, node_address)
 
     zips = workdir / "lambdas"
     wheels = fetch_wheels(default_wheels())

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import boto3
+import httpx
 import redis
 from botocore.config import Config
 
@@ -74,12 +75,20 @@ class RedisServer(Process):
         self.start()
 
 
+OPERATOR: Final = "tl-operator"
+"""The strict local AWS's administrator: what an operator deploys with (``MotoServer.enforce_iam``)."""
+
+
 class MotoServer(Process):
-    """The moto server: a local AWS that boto3 reaches through ``AWS_ENDPOINT_URL``."""
+    """The moto server: a local AWS that boto3 reaches through ``AWS_ENDPOINT_URL``.
+
+    It accepts any credentials until ``enforce_iam``; from then on it checks every request against the caller's
+    identity policies, as far as moto evaluates them (``devstack.cfn_moto.STRICT_IAM`` says how far)."""
 
     def __init__(self, workdir: Path, port: int | None = None, host: str = LOOPBACK) -> None:
         self.port = port or free_port()
         self.host = host
+        self.credentials: dict[str, str] = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
         super().__init__(f"moto-{self.port}", [venv_tool("moto_server"), "-H", host, "-p", str(self.port)], workdir)
 
     @property
@@ -90,8 +99,7 @@ class MotoServer(Process):
         """What a boto3 process needs to talk to this server instead of AWS."""
         return {
             "AWS_ENDPOINT_URL": self.url,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
+            **self.credentials,
             "AWS_DEFAULT_REGION": AWS_REGION,
             "AWS_REGION": AWS_REGION,
             "AWS_EC2_METADATA_DISABLED": "true",
@@ -101,17 +109,38 @@ class MotoServer(Process):
         super().start()
         wait_until(lambda: self.alive() and http_ok(f"{self.url}/moto-api/"), 30, f"moto server on port {self.port}")
 
-    def client(self, service: str) -> Any:
-        """A boto3 client for one service of this server (typed at the call site: S3Client, EC2Client…)."""
-        env = self.aws_env()
+    def client(self, service: str, credentials: dict[str, str] | None = None) -> Any:
+        """A boto3 client for one service of this server (typed at the call site: S3Client, EC2Client…), with this
+        server's credentials or the ``AWS_*`` ones given (``role_credentials``)."""
+        creds = credentials or self.credentials
         return boto3.client(
             service,  # type: ignore[call-overload]
             endpoint_url=self.url,
             region_name=AWS_REGION,
-            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+            aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"],
+            aws_session_token=creds.get("AWS_SESSION_TOKEN"),
             config=Config(retries={"mode": "standard", "max_attempts": 2}),
         )
+
+    def enforce_iam(self) -> str:
+        """Switch moto's IAM access control on (``/moto-api/reset-auth``): an administrator user is made first,
+        and this server's clients and ``aws_env`` use its key from then on. Returns the administrator's ARN."""
+        iam = self.client("iam")
+        user = iam.create_user(UserName=OPERATOR)["User"]
+        admin = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+        iam.put_user_policy(UserName=OPERATOR, PolicyName="administrator", PolicyDocument=json.dumps(admin))
+        key = iam.create_access_key(UserName=OPERATOR)["AccessKey"]
+        httpx.post(f"{self.url}/moto-api/reset-auth", content=b"0", timeout=10).raise_for_status()
+        self.credentials = {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+        return str(user["Arn"])
+
+    def role_credentials(self, role_arn: str, session: str = "tl-test") -> dict[str, str]:
+        """``AWS_*`` credentials of a role, assumed by the administrator (what Lambda or an instance profile hands
+        the code on AWS)."""
+        made = self.client("sts").assume_role(RoleArn=role_arn, RoleSessionName=session)["Credentials"]
+        return {"AWS_ACCESS_KEY_ID": made["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": made["SecretAccessKey"],
+                "AWS_SESSION_TOKEN": made["SessionToken"]}  # fmt: skip
 
 
 def llama_server_binary() -> str:

@@ -1,0 +1,157 @@
+"""The code under the permissions of its own role: a local AWS that enforces IAM.
+
+The stacks before the Lambdas are deployed by playbooks/stack.yml into a moto server whose IAM access control is
+on (``MotoServer.enforce_iam``: the operator deploys with an administrator's key). Then the router runs with the
+credentials of the router's role and the agent with those of the node's role, each assumed from the deployed
+stack, so a policy that does not allow what the code calls fails here as it would on AWS.
+
+moto checks actions everywhere but resources only for S3, SQS, IAM and STS, and no conditions: the roles'
+statements of other services are widened to "*" for it (``devstack.cfn_moto.for_strict_moto``); their resources
+and tag conditions are checked by reading the templates (tests/test_stack.py). The S3 statements, where a wrong
+bucket or prefix is the mistake to catch, are checked as written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from devstack.ansible import PLAYBOOK
+from devstack.cfn_moto import RESOURCE_CHECKED, for_strict_moto, load
+from devstack.deploy import TEMPLATES, deploy_stacks
+from devstack.edge import create_user_pool
+from devstack.procs import BlackHole, wait_until
+from devstack.stack import Stack, StandInServer
+from jobqueue.inbox import Inbox
+from lambdas.router.app import Router
+from tests.support import AUDIENCE, ISSUER, JwksServer, SigningKey, body_of, v2_event
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not PLAYBOOK.exists(), reason="ansible is installed by `make deps`"),
+    pytest.mark.timeout(600),
+]
+
+
+@dataclass
+class Strict:
+    stack: Stack
+    outputs: dict[str, dict[str, str]]
+
+    def role(self, stack_name: str, output: str) -> dict[str, str]:
+        return self.stack.moto.role_credentials(self.outputs[stack_name][output])
+
+
+@pytest.fixture(scope="module")
+def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Strict]:
+    workdir = tmp_path_factory.mktemp("strict")
+    with Stack(workdir / "stack", prepare=False) as stack:
+        operator = stack.moto.enforce_iam()
+        pool = create_user_pool(stack)
+        outputs = deploy_stacks(stack, pool, workdir / "deploy", "127.0.0.1", operator)
+        yield Strict(stack, outputs)
+
+
+@pytest.fixture
+def standin_backend(tmp_path: Path) -> Iterator[StandInServer]:
+    server = StandInServer(tmp_path / "standin", latency_s=0.01)
+    server.start()
+    yield server
+    server.stop()
+
+
+def router_as(strict: Strict, monkeypatch: pytest.MonkeyPatch, jwks: JwksServer, redis_url: str) -> Router:
+    """The router as Lambda runs it: its settings, and the credentials of its own role only."""
+    env = {**strict.stack.moto.aws_env(), **strict.role("functions", "RouterRoleArn"), "TL_REDIS_URL": redis_url,
+           "TL_JWKS_URL": jwks.url, "TL_JWT_ISSUER": ISSUER, "TL_JWT_AUDIENCE": AUDIENCE,
+           "TL_REPLY_BUCKET": strict.stack.bucket, "TL_QUEUE_MODE": "node"}  # fmt: skip
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return Router.from_env()
+
+
+def infer(router: Router, token: str, prompt: str) -> dict[str, Any]:
+    response = router.handle(v2_event("POST", "/infer", body=json.dumps({"prompt": prompt, "max_tokens": 4}),
+                                      token=token))  # fmt: skip
+    assert response["statusCode"] == 202, response
+    return body_of(response)
+
+
+def result(router: Router, token: str, job_id: str) -> dict[str, Any]:
+    response = router.handle(v2_event("GET", f"/result/{job_id}", token=token))
+    assert response["statusCode"] == 200, response
+    return body_of(response)
+
+
+def test_the_local_aws_refuses_what_a_role_does_not_allow(strict: Strict) -> None:
+    router = strict.role("functions", "RouterRoleArn")
+    s3 = strict.stack.moto.client("s3", router)
+    with pytest.raises(ClientError, match="AccessDenied"):  # replies are the agent's to write
+        s3.put_object(Bucket=strict.stack.bucket, Key="replies/forged.json", Body=b"{}")
+    with pytest.raises(ClientError, match=r"AccessDenied|not authorized"):  # the agent's Redis password
+        strict.stack.moto.client("ssm", router).get_parameter(Name="/tl-fif/redis/agent", WithDecryption=True)
+    with pytest.raises(ClientError, match=r"InvalidClientTokenId|InvalidAccessKeyId|SignatureDoesNotMatch"):
+        strict.stack.moto.client("s3", {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+                                 ).list_buckets()  # fmt: skip
+
+
+def test_a_job_goes_through_with_each_part_on_its_own_role(
+    strict: Strict, standin_backend: StandInServer, jwks: JwksServer, signing_key: SigningKey,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Queued by the router, run by the agent, the reply read back by the router: GET /result of a finished job
+    reads ``replies/<id>.json`` with the router's role."""
+    stack = strict.stack
+    router = router_as(strict, monkeypatch, jwks, stack.redis.url)
+    agent = stack.start_agent(standin_backend.url, **strict.role("node", "NodeRoleArn"))
+    token = signing_key.token(sub="strict-user")
+    job_id = infer(router, token, "hello")["id"]
+    reply = stack.wait_reply(job_id, 30)
+    assert reply["status"] == "done", (reply, agent.tail())
+    answered = result(router, token, job_id)
+    assert answered["status"] == "done" and answered["reply"]["output"] == reply["output"], answered
+    assert answered["url"].startswith(stack.moto.url)
+
+
+def test_a_parked_job_is_adopted_and_answered_with_each_part_on_its_own_role(
+    strict: Strict, standin_backend: StandInServer, jwks: JwksServer, signing_key: SigningKey,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    stack = strict.stack
+    token = signing_key.token(sub="strict-sleeper")
+    with BlackHole() as hole:
+        asleep = router_as(strict, monkeypatch, jwks, hole.redis_url)
+        parked = infer(asleep, token, "while asleep")
+    assert parked["status"] == "starting"
+    inbox = Inbox(stack.s3(), stack.bucket)
+    assert parked["id"] in set(inbox.job_ids())
+    awake = router_as(strict, monkeypatch, jwks, stack.redis.url)
+    assert result(awake, token, parked["id"])["status"] == "starting"
+    stack.start_agent(standin_backend.url, **strict.role("node", "NodeRoleArn"))
+    reply = stack.wait_reply(parked["id"], 30)
+    assert reply["status"] == "done", reply
+    wait_until(lambda: parked["id"] not in set(inbox.job_ids()), 10, "the adopted job to leave the inbox")
+    assert result(awake, token, parked["id"])["status"] == "done"
+
+
+def test_the_strict_adaptation_widens_only_what_moto_cannot_check() -> None:
+    """S3 statements keep their resources (moto checks them); others are widened, conditions and all."""
+    functions = load((TEMPLATES / "functions.yml").read_text())
+    adapted, changes = for_strict_moto(functions, "arn:aws:iam::123456789012:user/tl-operator")
+    assert any(c.startswith("RouterRole: trusts the operator") for c in changes)
+    router = adapted["Resources"]["RouterRole"]["Properties"]
+    for policy in router["Policies"]:
+        for statement in policy["PolicyDocument"]["Statement"]:
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            if all(a.split(":", 1)[0] in RESOURCE_CHECKED for a in actions):
+                assert statement["Resource"] != "*" or statement.get("Sid") == "DescribeNode", statement
+            else:
+                assert statement["Resource"] == "*" and "Condition" not in statement, statement
+    trust = router["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]
+    assert trust == {"Service": "lambda.amazonaws.com", "AWS": "arn:aws:iam::123456789012:user/tl-operator"}
