@@ -13,6 +13,7 @@ bucket or prefix is the mistake to catch, are checked as written.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -155,3 +156,68 @@ def test_the_strict_adaptation_widens_only_what_moto_cannot_check() -> None:
                 assert statement["Resource"] == "*" and "Condition" not in statement, statement
     trust = router["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]
     assert trust == {"Service": "lambda.amazonaws.com", "AWS": "arn:aws:iam::123456789012:user/tl-operator"}
+
+
+# ---------------------------------------------------------------- read from the templates
+
+S3_ARN = "arn:${AWS::Partition}:s3:::"
+
+
+def _sub_text(value: Any) -> str | None:
+    """The text of a !Sub (or a plain string), None for anything else."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and "Fn::Sub" in value:
+        sub = value["Fn::Sub"]
+        return sub if isinstance(sub, str) else str(sub[0])
+    return None
+
+
+def bucket_names() -> set[str]:
+    names = set()
+    for path in TEMPLATES.glob("*.yml"):
+        for resource in load(path.read_text())["Resources"].values():
+            if resource["Type"] == "AWS::S3::Bucket":
+                name = _sub_text(resource["Properties"].get("BucketName"))
+                assert name is not None, resource
+                names.add(name)
+    return names
+
+
+def s3_resources() -> list[tuple[str, str]]:
+    """(role/statement, S3 resource) of every policy statement in the templates."""
+    found = []
+    for path in TEMPLATES.glob("*.yml"):
+        for name, resource in load(path.read_text())["Resources"].items():
+            props = resource.get("Properties", {})
+            documents = [p["PolicyDocument"] for p in props.get("Policies", []) if isinstance(p, dict)]
+            documents += [props["PolicyDocument"]] if isinstance(props.get("PolicyDocument"), dict) else []
+            for document in documents:
+                for statement in document["Statement"]:
+                    listed = statement.get("Resource", [])
+                    for value in listed if isinstance(listed, list) else [listed]:
+                        text = _sub_text(value)
+                        if text and text.startswith(S3_ARN):
+                            found.append((f"{path.stem}/{name}/{statement.get('Sid', '?')}", text))
+    return found
+
+
+def unmatched_bucket(resource: str, buckets: set[str]) -> bool:
+    """Whether an S3 resource names no bucket the templates make (a wildcard may cover several)."""
+    bucket = resource.removeprefix(S3_ARN).split("/", 1)[0]
+    return not any(fnmatch.fnmatchcase(made, bucket) for made in buckets)
+
+
+def test_every_s3_statement_names_a_bucket_the_templates_make() -> None:
+    """What moto checks in the strict run, checked for every role, including those no test runs as."""
+    buckets = bucket_names()
+    resources = s3_resources()
+    assert len(resources) > 10  # the walk found the statements
+    assert [(where, r) for where, r in resources if unmatched_bucket(r, buckets)] == []
+
+
+def test_the_bucket_walk_catches_the_old_replies_statement() -> None:
+    buckets = bucket_names()
+    assert unmatched_bucket(f"{S3_ARN}${{DataBucketPrefix}}-replies/*", buckets)
+    assert not unmatched_bucket(f"{S3_ARN}${{DataBucketPrefix}}-replies-${{AWS::AccountId}}/replies/*", buckets)
+    assert not unmatched_bucket(f"{S3_ARN}${{DataBucketPrefix}}-*/*", buckets)
