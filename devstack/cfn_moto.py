@@ -82,11 +82,14 @@ def for_moto(name: str, template: dict[str, Any]) -> tuple[dict[str, Any], list[
 # - the resource only for S3 (bucket and object ARNs), SQS, IAM and STS; every other service is checked against
 #   "*", so a statement scoped to, say, instance ARNs matches nothing there and would refuse what AWS allows;
 # - conditions are not evaluated (a statement's Condition counts as met), nor resource policies or boundaries;
-# - AssumeRole checks the trust policy's AWS principals; one with only a Service principal is a server error.
+# - AssumeRole checks the trust policy's AWS principals; one with only a Service principal is a server error;
+# - the action is named by the service's signing name, so CloudWatch's cloudwatch:PutMetricData is asked for as
+#   monitoring:PutMetricData (MOTO_ACTION_NAMES): the adapted statements grant both.
 # So for the strict run the roles' statements of services moto checks "*" for are widened to "*" (their
 # resources and conditions are checked by reading the templates: tests/test_stack.py, tests/test_strict_iam.py),
 # and each role's trust policy also admits the operator, who assumes it for the code under test.
 RESOURCE_CHECKED: tuple[str, ...] = ("s3", "sqs", "iam", "sts")
+MOTO_ACTION_NAMES: dict[str, str] = {"cloudwatch": "monitoring"}
 
 
 def _actions(statement: dict[str, Any]) -> list[str]:
@@ -97,8 +100,12 @@ def _actions(statement: dict[str, Any]) -> list[str]:
 def _strict_statements(statements: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
     """The statements as moto can check them, and how many were widened."""
     out, widened = [], 0
-    for statement in statements:
-        actions = _actions(statement)
+    for original in statements:
+        actions = _actions(original)
+        aliases = [f"{MOTO_ACTION_NAMES[a.split(':', 1)[0]]}:{a.split(':', 1)[1]}" for a in actions
+                   if a.split(":", 1)[0] in MOTO_ACTION_NAMES]  # fmt: skip
+        actions += aliases
+        statement = {**original, "Action": actions} if aliases else original
         checked = [a for a in actions if a.split(":", 1)[0] in RESOURCE_CHECKED]
         others = [a for a in actions if a not in checked]
         if not others or statement.get("Resource") == "*" or "NotAction" in statement:

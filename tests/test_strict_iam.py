@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
+import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +30,7 @@ from devstack.ansible import PLAYBOOK
 from devstack.cfn_moto import RESOURCE_CHECKED, for_strict_moto, load
 from devstack.deploy import TEMPLATES, deploy_stacks
 from devstack.edge import create_user_pool
-from devstack.procs import BlackHole, wait_until
+from devstack.procs import BlackHole, venv_tool, wait_until
 from devstack.stack import Stack, StandInServer
 from jobqueue.inbox import Inbox
 from lambdas.router.app import Router
@@ -57,6 +60,16 @@ def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Strict]:
         pool = create_user_pool(stack)
         outputs = deploy_stacks(stack, pool, workdir / "deploy", "127.0.0.1", operator)
         yield Strict(stack, outputs)
+
+
+@pytest.fixture
+def no_agents_left(strict: Strict) -> Iterator[None]:
+    """Each test's agents stopped after it, the queue emptied (their heartbeats with it)."""
+    yield
+    for agent in strict.stack.agents:
+        agent.stop()
+    strict.stack.agents.clear()
+    strict.stack.redis.client().flushall()
 
 
 @pytest.fixture
@@ -102,6 +115,7 @@ def test_the_local_aws_refuses_what_a_role_does_not_allow(strict: Strict) -> Non
                                  ).list_buckets()  # fmt: skip
 
 
+@pytest.mark.usefixtures("no_agents_left")
 def test_a_job_goes_through_with_each_part_on_its_own_role(
     strict: Strict, standin_backend: StandInServer, jwks: JwksServer, signing_key: SigningKey,
     monkeypatch: pytest.MonkeyPatch,
@@ -120,6 +134,7 @@ def test_a_job_goes_through_with_each_part_on_its_own_role(
     assert answered["url"].startswith(stack.moto.url)
 
 
+@pytest.mark.usefixtures("no_agents_left")
 def test_a_parked_job_is_adopted_and_answered_with_each_part_on_its_own_role(
     strict: Strict, standin_backend: StandInServer, jwks: JwksServer, signing_key: SigningKey,
     monkeypatch: pytest.MonkeyPatch,
@@ -139,6 +154,36 @@ def test_a_parked_job_is_adopted_and_answered_with_each_part_on_its_own_role(
     assert reply["status"] == "done", reply
     wait_until(lambda: parked["id"] not in set(inbox.job_ids()), 10, "the adopted job to leave the inbox")
     assert result(awake, token, parked["id"])["status"] == "done"
+
+
+@pytest.mark.usefixtures("no_agents_left")
+def test_the_agent_and_the_watchdog_stop_the_node_on_the_nodes_role(
+    strict: Strict, standin_backend: StandInServer, tmp_path: Path
+) -> None:
+    stack, ec2 = strict.stack, strict.stack.ec2()
+    node_role = strict.role("node", "NodeRoleArn")
+    # idle for 3 s: the agent stops its own instance (ec2:StopInstances, and its metrics on the way)
+    agent = stack.start_agent(standin_backend.url, TL_IDLE_MINUTES="0.05", TL_STOP_MODE="stop", TL_IDLE_POLL_S="0.2",
+                              **node_role)  # fmt: skip
+    wait_until(lambda: stack.node_state() in ("stopping", "stopped"), 30, "the agent's idle stop")
+    assert "AccessDenied" not in agent.tail(200)
+    agent.stop()
+    stack.redis.client().flushall()  # its last heartbeat with it
+    ec2.get_waiter("instance_stopped").wait(InstanceIds=[stack.instance_id], WaiterConfig={"Delay": 0.2})
+    ec2.start_instances(InstanceIds=[stack.instance_id])
+    # no heartbeat (no agent): the watchdog starts its clock, then stops the instance after the limit
+    state = tmp_path / "watchdog.json"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("TL_", "AWS_"))}, **stack.moto.aws_env(),
+           **node_role, "TL_REDIS_URL": stack.redis.url, "TL_INSTANCE_ID": stack.instance_id,
+           "TL_WATCHDOG_STATE": str(state)}  # fmt: skip
+    for limit in ("60", "1"):
+        if limit == "1":
+            time.sleep(1.1)
+        run = subprocess.run([venv_tool("tl-watchdog")], env={**env, "TL_WATCHDOG_STALE_S": limit},
+                             capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+        assert run.returncode == 0, run.stdout + run.stderr
+    assert "StopInstances called" in run.stdout, run.stdout + run.stderr
+    assert stack.node_state() in ("stopping", "stopped")
 
 
 def test_the_strict_adaptation_widens_only_what_moto_cannot_check() -> None:
