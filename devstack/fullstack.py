@@ -2,7 +2,9 @@
 
 1. the node image (a systemd Debian 12 container, built with debootstrap when missing) and a fresh ``tl-node``
    at a fixed address on the podman bridge;
-2. the local AWS (moto) on the build machine, listening on the podman bridge too;
+2. the local AWS (moto) on the build machine, listening on the podman bridge too, with IAM enforced: the deploy
+   runs as an administrator, the edge's router with its role's credentials, the node's agent and watchdog with
+   the node role's (``MotoServer.enforce_iam``, ``devstack.cfn_moto.for_strict_moto``);
 3. a Cognito user pool and a user; the AWS stacks and the Lambdas deployed into the local AWS by their playbooks
    (``devstack.deploy``), the queue in ``node`` mode: its secrets in SSM, the functions' copy in S3;
 4. the node converged with ``playbooks/site.yml`` and ``inventory/local.yml`` (``devstack.node``): the model, the
@@ -74,6 +76,7 @@ class FullStack:
         self._edge: LocalEdgeServer | None = None
         self._pool: UserPool | None = None
         self._deployment: Deployment | None = None
+        self._operator = ""
 
     # What open() makes, in order; reading one before it is made is a StackError.
     @property
@@ -108,18 +111,23 @@ class FullStack:
                    self._container)  # fmt: skip
         host = bridge_gateway()
         self._stack = Stack(self.workdir / "stack", host=host, prepare=False, local_redis=False)
-        self._step("stack", f"the local AWS (moto), reachable from the node on the podman bridge ({host})",
-                   self._stack.start)  # fmt: skip
+        self._step("stack", f"the local AWS (moto) with IAM enforced, reachable from the node on the podman bridge "
+                            f"({host})", self._start_stack)  # fmt: skip
         self._pool = create_user_pool(self.stack)
         create_user(self.stack, self.pool, self.user, self.password)
         self._deployment = self._step(
             "deploy", "AWS stacks and Lambdas into the local AWS (playbooks/stack.yml, playbooks/lambdas.yml)",
-            lambda: deploy(self.stack, self.pool, self.workdir / "deploy", self.node.fixed_address),
+            lambda: deploy(self.stack, self.pool, self.workdir / "deploy", self.node.fixed_address, self._operator),
         )  # fmt: skip
         self._step("converge", "the node: ansible-playbook -i inventory/local.yml playbooks/site.yml", self._converge)
-        self._edge = LocalEdgeServer(self.workdir / "edge", self.deployment.function_env)
+        router_role = self.stack.moto.role_credentials(self.deployment.outputs["functions"]["RouterRoleArn"])
+        self._edge = LocalEdgeServer(self.workdir / "edge", {**self.deployment.function_env, **router_role})
         self.edge.start()
         return self
+
+    def _start_stack(self) -> None:
+        self.stack.start()
+        self._operator = self.stack.moto.enforce_iam()
 
     def _container(self) -> None:
         ensure_image(self.node.image)
@@ -127,7 +135,8 @@ class FullStack:
 
     def _converge(self) -> None:
         package = build_wheel(self.workdir / "dist")
-        settings = node_settings(self.stack, self.deployment, package)
+        node_role = self.stack.moto.role_credentials(self.deployment.outputs["node"]["NodeRoleArn"], "tl-node")
+        settings = {**node_settings(self.stack, self.deployment, package), "credentials": node_role}
         converge(self.stack, self.node, settings, self.workdir / "converge.log")
         self.node.wait_supervised(AGENT)
 
@@ -139,10 +148,16 @@ class FullStack:
         self.node.shut_down()
 
     def boot_when_started(self, timeout_s: float = 60) -> Boot:
-        """Wait for the router to start the instance, then boot the container as EC2 would: what was parked in S3
-        when the node was started, and the boot's seconds (until the agent runs)."""
-        wait_until(lambda: self.stack.node_state() == "running", timeout_s, "the router to start the node")
-        parked = self.parked()
+        """Wait for the router to park a request in S3 and start the instance (it does both at once, so either may
+        land first), then boot the container as EC2 would: what was parked, and the boot's seconds (until the
+        agent runs)."""
+        parked: list[str] = []
+
+        def parked_and_started() -> bool:
+            parked[:] = self.parked()
+            return bool(parked) and self.stack.node_state() == "running"
+
+        wait_until(parked_and_started, timeout_s, "the router to park the request and start the node", 0.1)
         started = time.monotonic()
         self.node.boot()
         self.node.wait_supervised(AGENT)

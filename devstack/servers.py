@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -134,6 +136,17 @@ class MotoServer(Process):
         httpx.post(f"{self.url}/moto-api/reset-auth", content=b"0", timeout=10).raise_for_status()
         self.credentials = {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
         return str(user["Arn"])
+
+    @contextlib.contextmanager
+    def iam_paused(self, why: str) -> Iterator[None]:
+        """Access control off for a block, then on again: only where moto itself fails a correct request (``why``
+        says which), never to let code under test through."""
+        del why  # the call site's reason, for the reader
+        httpx.post(f"{self.url}/moto-api/reset-auth", content=b"inf", timeout=10).raise_for_status()
+        try:
+            yield
+        finally:
+            httpx.post(f"{self.url}/moto-api/reset-auth", content=b"0", timeout=10).raise_for_status()
 
     def role_credentials(self, role_arn: str, session: str = "tl-test") -> dict[str, str]:
         """``AWS_*`` credentials of a role, assumed by the administrator (what Lambda or an instance profile hands

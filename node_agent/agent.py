@@ -566,18 +566,25 @@ class Agent:
             log.info("queued jobs parked back in S3 as the node stops", extra={"parked": parked})
 
     async def _cloudwatch_loop(self) -> None:
+        await self._sample_for_cloudwatch()  # at once: the dashboard has the node's figures from its boot on
         while not self._shutdown.is_set():
             await asyncio.sleep(CLOUDWATCH_FLUSH_S)
-            if self.metrics.gpu is not None:
-                try:
-                    self.metrics.gpu.publish(self.cloudwatch)
-                except Exception as exc:  # NVML errors (a GPU fallen off the bus) must not stop the loop
-                    log.warning("GPU metrics not read", extra={"error": f"{type(exc).__name__}: {exc}"})
-            try:
-                memory = await self.queue.memory_percent()
-            except redis.exceptions.RedisError as exc:
-                log.warning("Redis memory not read", extra={"error": str(exc)})
-            else:
-                if memory is not None:  # the node's own Redis (maxmemory set by the queue_redis role)
-                    self.cloudwatch.add("RedisMemoryPercent", memory, "Percent")
+            await self._sample_for_cloudwatch()
             await self.cloudwatch.flush()
+
+    async def _sample_for_cloudwatch(self) -> None:
+        """The gauges the dashboard and the alarms read: GPU and VRAM, the queue's depth, Redis's memory."""
+        if self.metrics.gpu is not None:
+            try:
+                self.metrics.gpu.publish(self.cloudwatch)
+            except Exception as exc:  # NVML errors (a GPU fallen off the bus) must not stop the loop
+                log.warning("GPU metrics not read", extra={"error": f"{type(exc).__name__}: {exc}"})
+        try:
+            depth = await self.queue.depth()
+            memory = await self.queue.memory_percent()
+        except redis.exceptions.RedisError as exc:
+            log.warning("queue gauges not read", extra={"error": str(exc)})
+            return
+        self.cloudwatch.add("QueueDepth", depth, "Count")
+        if memory is not None:  # the node's own Redis (maxmemory set by the queue_redis role)
+            self.cloudwatch.add("RedisMemoryPercent", memory, "Percent")

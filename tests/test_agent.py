@@ -247,7 +247,7 @@ def test_metrics_are_exposed_on_loopback(stack: Stack, standin: StandInServer) -
     agent.wait(20)
     # Job latency reaches CloudWatch (flushed at the latest when the agent stops).
     names = {m["MetricName"] for m in stack.cloudwatch().list_metrics(Namespace="TLFIF")["Metrics"]}
-    assert {"JobLatencyMs", "TimeToFirstTokenMs", "QueueWaitMs"} <= names
+    assert {"JobLatencyMs", "TimeToFirstTokenMs", "QueueWaitMs", "QueueDepth"} <= names
 
 
 def test_invalid_configuration_exits_with_every_problem_named(stack: Stack, standin: StandInServer) -> None:

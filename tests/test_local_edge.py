@@ -109,6 +109,16 @@ def test_tl_without_login_says_how_to_log_in(tl_env: dict[str, str]) -> None:
     assert "run `tl login`" in done.stderr
 
 
+def test_tl_token_prints_the_saved_token_for_scripts(tl_env: dict[str, str], edge: LocalEdgeServer) -> None:
+    assert tl(["token"], tl_env).returncode == 2  # not logged in: the same advice as every command
+    assert tl(["login", "--password", "--username", "ben"], {**tl_env, "TL_PASSWORD": PASSWORD}).returncode == 0
+    token = tl(["token"], tl_env).stdout.strip()
+    assert token.count(".") == 2
+    unknown = "00000000-0000-4000-8000-000000000000"
+    answer = httpx.get(f"{edge.url}/result/{unknown}", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert answer.status_code == httpx.codes.NOT_FOUND, answer.text  # authenticated as printed: no such job of ben's
+
+
 def test_tl_login_with_a_wrong_password_is_refused(tl_env: dict[str, str]) -> None:
     done = tl(["login", "--password", "--username", "ann"], {**tl_env, "TL_PASSWORD": "wrong-Pass-1!"})
     assert done.returncode == 2 and "Cognito refused the login" in done.stderr

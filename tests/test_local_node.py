@@ -60,19 +60,20 @@ def post_infer(whole: FullStack, prompt: str, max_tokens: int) -> str:
 
 
 def test_the_stacks_and_the_lambdas_were_deployed_by_their_playbooks(whole: FullStack) -> None:
-    lam = whole.stack.moto.client("lambda")
-    for function, alias_arn in whole.deployment.functions.items():
-        config = lam.get_function_configuration(FunctionName=alias_arn)
+    # moto's SigV4 check fails every Lambda call (even the operator's): read with its access control paused
+    with whole.stack.moto.iam_paused("moto cannot verify SigV4 on Lambda's REST paths"):
+        lam = whole.stack.moto.client("lambda")
+        configs = {fn: lam.get_function_configuration(FunctionName=alias)
+                   for fn, alias in whole.deployment.functions.items()}  # fmt: skip
+    for function, config in configs.items():
         assert config["Handler"] == f"lambdas.{function}.handler.handler"
         assert config["Environment"]["Variables"]["TL_REPLY_BUCKET"] == whole.deployment.reply_bucket
     assert len(whole.deployment.functions) == len(FUNCTIONS)
     # the two in the private subnets may leave them over IPv6 (no NAT gateway), in the version the alias serves
-    in_vpc = {fn for fn, alias in whole.deployment.functions.items()
-              if lam.get_function_configuration(FunctionName=alias).get("VpcConfig", {}).get("SubnetIds")}  # fmt: skip
+    in_vpc = {fn for fn, config in configs.items() if config.get("VpcConfig", {}).get("SubnetIds")}
     assert in_vpc == {"router", "queue_health"}
     for function in in_vpc:
-        config = lam.get_function_configuration(FunctionName=whole.deployment.functions[function])
-        assert config["VpcConfig"]["Ipv6AllowedForDualStack"] is True, function
+        assert configs[function]["VpcConfig"]["Ipv6AllowedForDualStack"] is True, function
     node = whole.stack.node()
     assert node["InstanceId"] == whole.deployment.instance_id
     assert {"Key": "env", "Value": "tinyllama"} in node["Tags"]
@@ -110,7 +111,7 @@ def test_the_router_reaches_the_nodes_redis_as_its_user_and_may_do_only_its_part
     assert queue.heartbeat() is not None, "the agent on the node publishes its heartbeat into its own Redis"
     router: redis.Redis = queue.redis
     for command in (("FLUSHALL",), ("CONFIG", "GET", "*"), ("KEYS", "*"), ("SET", "not-ours", "1")):
-        with pytest.raises(redis.ResponseError, match="NOPERM|no permissions"):
+        with pytest.raises(redis.ResponseError, match=r"NOPERM|no permissions"):
             router.execute_command(*command)
 
 

@@ -6,6 +6,7 @@
   tl result ID             the status (and reply) of a job
   tl stop                  stop the node now
   tl ping                  is the API there?
+  tl token                 print the saved ID token (for curl, playbooks/smoke.yml, playbooks/resize.yml)
 
 Settings (flags win over the environment): TL_API_URL (default http://127.0.0.1:8080), TL_COGNITO_CLIENT_ID,
 TL_COGNITO_DOMAIN (hosted UI, https://<prefix>.auth.<region>.amazoncognito.com), TL_USERNAME, TL_PASSWORD,
@@ -147,6 +148,7 @@ def parser() -> argparse.ArgumentParser:
     result.add_argument("id")
     sub.add_parser("stop", help="stop the node now")
     sub.add_parser("ping", help="check that the API answers")
+    sub.add_parser("token", help="print the saved id token (not expired), for scripts")
     return p
 
 
@@ -180,6 +182,9 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         status, data, _ = Api(args.api, None).call("GET", "/ping")
         print(json.dumps(data), file=out)
         return EXIT_OK if status == 200 else EXIT_UNAVAILABLE  # noqa: PLR2004
+    if args.command == "token":
+        print(load_token(), file=out)
+        return EXIT_OK
     api = Api(args.api, load_token())
     if args.command == "infer":
         body: dict[str, Any] = {"prompt": args.prompt}
