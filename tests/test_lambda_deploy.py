@@ -106,9 +106,28 @@ def test_deploy_versions_only_what_changed_keeps_five_and_rolls_back(
 
 
 def test_missing_zips_or_roles_fail_clearly(fresh_stack: Stack, tmp_path: Path) -> None:
-    no_roles = play(fresh_stack, "lambdas.yml", lambda_deploy_build_dir=str(tmp_path), lambda_deploy_role_arns={})
-    assert no_roles.returncode != 0 and "lambda_deploy_role_arns lacks router" in no_roles.stdout
+    no_roles = play(fresh_stack, "lambdas.yml", lambda_deploy_build_dir=str(tmp_path),
+                    lambda_deploy_role_arns={"router": "arn:aws:iam::123456789012:role/x"})  # fmt: skip
+    assert no_roles.returncode != 0 and "lambda_deploy_role_arns lacks shape_control" in no_roles.stdout
     no_zips = play(fresh_stack, "lambdas.yml", lambda_deploy_build_dir=str(tmp_path),
                    lambda_deploy_role_arns=dict.fromkeys(FUNCTIONS, "arn:aws:iam::123456789012:role/x"))  # fmt: skip
     assert no_zips.returncode != 0 and "run `make lambda-package` first" in no_zips.stdout
     assert not fresh_stack.moto.client("lambda").list_functions()["Functions"]
+
+
+def test_a_later_deploy_without_settings_uses_the_ones_kept_in_ssm(
+    fresh_stack: Stack, zips: Path, tmp_path: Path
+) -> None:
+    """What the builder's tl-build-lambdas runs (`make lambda-deploy`, no -e): the settings playbooks/aws.yml
+    kept in /tl-fif/lambda_deploy, or a clear refusal before anything is touched."""
+    refused = play(fresh_stack, "lambdas.yml", lambda_deploy_build_dir=str(zips))
+    assert refused.returncode != 0 and "deploy everything once with playbooks/aws.yml" in refused.stdout
+    assert fresh_stack.moto.client("lambda").list_functions()["Functions"] == []
+    kept = {"role_arns": roles(fresh_stack), "subnet_ids": [], "security_group_ids": [],
+            "env": {**ENV, "TL_QUEUE_MODE": "node"}}  # fmt: skip
+    fresh_stack.ssm().put_parameter(Name="/tl-fif/lambda_deploy", Value=json.dumps(kept), Type="String")
+    out = play(fresh_stack, "lambdas.yml", lambda_deploy_build_dir=str(zips))
+    assert out.returncode == 0, out.stdout[-3000:]
+    config = fresh_stack.moto.client("lambda").get_function_configuration(FunctionName="tl-fif-router:prod")
+    assert config["Role"] == kept["role_arns"]["router"]
+    assert config["Environment"]["Variables"]["TL_QUEUE_MODE"] == "node"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -266,3 +267,52 @@ def test_the_bucket_walk_catches_the_old_replies_statement() -> None:
     assert unmatched_bucket(f"{S3_ARN}${{DataBucketPrefix}}-replies/*", buckets)
     assert not unmatched_bucket(f"{S3_ARN}${{DataBucketPrefix}}-replies-${{AWS::AccountId}}/replies/*", buckets)
     assert not unmatched_bucket(f"{S3_ARN}${{DataBucketPrefix}}-*/*", buckets)
+
+
+# ---------------------------------------------------------------- the builder ships the functions (EC2-504)
+
+COLLECTION = Path(__file__).resolve().parent.parent / ".ansible" / "collections" / "ansible_collections" / "amazon"
+LAMBDA_DEPLOY_CODE = [
+    Path(__file__).resolve().parent.parent / "roles" / "lambda_deploy" / "library" / "lambda_version.py",
+    Path(__file__).resolve().parent.parent / "roles" / "lambda_deploy" / "library" / "lambda_vpc_ipv6.py",
+    COLLECTION / "aws" / "plugins" / "modules" / "lambda.py",
+    COLLECTION / "aws" / "plugins" / "modules" / "lambda_alias.py",
+]
+# Calls those modules make only to create or remove, which a builder's deploy of existing functions never does
+# (and must not be allowed to): the first deploy, by the operator, creates the functions.
+NOT_THE_BUILDERS = {"CreateFunction", "DeleteAlias"}
+NOT_USED = {"ListLayerVersions"}  # amazon.aws.lambda with `layers`, which lambda_deploy does not give
+
+
+def lambda_calls() -> set[str]:
+    """The Lambda API actions the lambda_deploy role's modules call, read from their code."""
+    calls = set()
+    for path in LAMBDA_DEPLOY_CODE:
+        text = path.read_text()
+        names = re.findall(r"(?:client|connection)\.([a-z_]+)\(", text) + re.findall(r'_all\(client, "([a-z_]+)"', text)
+        calls |= {
+            "".join(part.title() for part in n.split("_")) for n in names if n not in ("get_waiter", "get_paginator")
+        }
+    return calls - NOT_THE_BUILDERS - NOT_USED
+
+
+def node_statement(sid: str) -> dict[str, Any]:
+    role = load((TEMPLATES / "node.yml").read_text())["Resources"]["NodeRole"]["Properties"]
+    (statement,) = [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"] if s.get("Sid") == sid]
+    return dict(statement)
+
+
+@pytest.mark.skipif(not COLLECTION.exists(), reason="the collections are installed by `make deps`")
+def test_the_builder_may_run_exactly_the_lambda_deploy_roles_calls_on_the_projects_functions() -> None:
+    ships = node_statement("BuilderShipsTheProjectsFunctions")
+    granted = {a.removeprefix("lambda:") for a in ships["Action"]}
+    assert len(lambda_calls()) >= 10  # the walk found the modules' calls
+    assert lambda_calls() <= granted, lambda_calls() - granted
+    assert granted - lambda_calls() <= {"GetFunctionConfiguration"}  # the modules' waiters poll it
+    assert not NOT_THE_BUILDERS & granted and "*" not in "".join(ships["Action"])
+    resources = [_sub_text(r) for r in ships["Resource"]]
+    assert resources == ["arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:tl-fif-*"]
+    passes = node_statement("BuilderPassesOnlyTheFunctionsRoles")
+    assert passes["Action"] == "iam:PassRole"
+    assert _sub_text(passes["Resource"]) == "arn:${AWS::Partition}:iam::${AWS::AccountId}:role/tl-fif-functions-*"
+    assert passes["Condition"] == {"StringEquals": {"iam:PassedToService": "lambda.amazonaws.com"}}
