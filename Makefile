@@ -34,7 +34,7 @@ CHECKOV := $(CACHE)/checkov-$(CHECKOV_VERSION)/bin/checkov
 PYTEST := $(BIN)/python -m pytest
 CODE := node_agent jobqueue lambdas tlcli devstack tests bench roles molecule scripts/ssm-run
 
-.PHONY: help deps sysdeps images lint test test-fast coverage demo bench bench-router bench-cost lambda-package lambda-deploy molecule clean
+.PHONY: help deps sysdeps images lint test test-fast coverage demo bench bench-router bench-cost lambda-package lambda-deploy teardown molecule clean
 
 help:
 	@echo "make demo       start the local stack, send a prompt, print the model's reply from S3"
@@ -47,6 +47,7 @@ help:
 	@echo "make molecule   every role's Molecule scenario (podman, systemd Debian 12)"
 	@echo "make coverage   the tests with coverage (HTML in build/coverage; fails under 90 %)"
 	@echo "make lambda-deploy  ship the zips to AWS (playbooks/lambdas.yml)"
+	@echo "make teardown   remove everything the deploy made (asks before deleting the data)"
 
 deps: sysdeps $(VENV)/.installed $(VENV)/.llama $(MODEL) $(NEWMAN) $(VENV)/.ansible
 
@@ -177,6 +178,10 @@ bench-router: $(VENV)/.installed
 	$(BIN)/python bench/router.py
 
 # The monthly cost at rest and per running hour, from the templates and the price table.
+# Everything the deploy made, removed (playbooks/teardown.yml asks before it deletes the data).
+teardown: $(VENV)/.ansible
+	$(BIN)/ansible-playbook playbooks/teardown.yml
+
 bench-cost: $(VENV)/.installed
 	$(BIN)/python bench/cost.py
 
