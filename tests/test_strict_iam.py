@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 from botocore.exceptions import ClientError
 
@@ -88,6 +89,9 @@ def router_as(strict: Strict, monkeypatch: pytest.MonkeyPatch, jwks: JwksServer,
            "TL_REPLY_BUCKET": strict.stack.bucket, "TL_QUEUE_MODE": "node"}  # fmt: skip
     for name, value in env.items():
         monkeypatch.setenv(name, value)
+    # a fresh container: boto3's default session resolves credentials once and keeps them, so one made by an
+    # earlier test in this process would still sign with that test's key
+    boto3.setup_default_session()
     return Router.from_env()
 
 
