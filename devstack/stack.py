@@ -108,9 +108,7 @@ class Stack:
     def reset(self) -> None:
         """Back to a fresh stack without restarting moto (its start-up costs seconds): stop the agents, empty
         Redis (starting it again if a test stopped it), and reset the local AWS to the prepared state."""
-        for agent in self.agents:
-            agent.stop()
-        self.agents.clear()
+        self.stop_agents()
         if not self.redis.alive():
             self.redis.start()
         self.redis.client().flushall()
@@ -119,9 +117,13 @@ class Stack:
         httpx.post(f"{self.moto.url}/moto-api/reset", timeout=10).raise_for_status()
         self.prepare_aws()
 
-    def stop(self) -> None:
+    def stop_agents(self) -> None:
         for agent in self.agents:
             agent.stop()
+        self.agents.clear()
+
+    def stop(self) -> None:
+        self.stop_agents()
         self.moto.stop()
         self.redis.stop()
 

@@ -68,18 +68,8 @@ def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Strict]:
 def no_agents_left(strict: Strict) -> Iterator[None]:
     """Each test's agents stopped after it, the queue emptied (their heartbeats with it)."""
     yield
-    for agent in strict.stack.agents:
-        agent.stop()
-    strict.stack.agents.clear()
+    strict.stack.stop_agents()
     strict.stack.redis.client().flushall()
-
-
-@pytest.fixture
-def standin_backend(tmp_path: Path) -> Iterator[StandInServer]:
-    server = StandInServer(tmp_path / "standin", latency_s=0.01)
-    server.start()
-    yield server
-    server.stop()
 
 
 def router_as(strict: Strict, monkeypatch: pytest.MonkeyPatch, jwks: JwksServer, redis_url: str) -> Router:
@@ -122,14 +112,14 @@ def test_the_local_aws_refuses_what_a_role_does_not_allow(strict: Strict) -> Non
 
 @pytest.mark.usefixtures("no_agents_left")
 def test_a_job_goes_through_with_each_part_on_its_own_role(
-    strict: Strict, standin_backend: StandInServer, jwks: JwksServer, signing_key: SigningKey,
+    strict: Strict, standin: StandInServer, jwks: JwksServer, signing_key: SigningKey,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     """Queued by the router, run by the agent, the reply read back by the router: GET /result of a finished job
     reads ``replies/<id>.json`` with the router's role."""
     stack = strict.stack
     router = router_as(strict, monkeypatch, jwks, stack.redis.url)
-    agent = stack.start_agent(standin_backend.url, **strict.role("node", "NodeRoleArn"))
+    agent = stack.start_agent(standin.url, **strict.role("node", "NodeRoleArn"))
     token = signing_key.token(sub="strict-user")
     job_id = infer(router, token, "hello")["id"]
     reply = stack.wait_reply(job_id, 30)
@@ -141,7 +131,7 @@ def test_a_job_goes_through_with_each_part_on_its_own_role(
 
 @pytest.mark.usefixtures("no_agents_left")
 def test_a_parked_job_is_adopted_and_answered_with_each_part_on_its_own_role(
-    strict: Strict, standin_backend: StandInServer, jwks: JwksServer, signing_key: SigningKey,
+    strict: Strict, standin: StandInServer, jwks: JwksServer, signing_key: SigningKey,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     stack = strict.stack
@@ -154,7 +144,7 @@ def test_a_parked_job_is_adopted_and_answered_with_each_part_on_its_own_role(
     assert parked["id"] in set(inbox.job_ids())
     awake = router_as(strict, monkeypatch, jwks, stack.redis.url)
     assert result(awake, token, parked["id"])["status"] == "starting"
-    stack.start_agent(standin_backend.url, **strict.role("node", "NodeRoleArn"))
+    stack.start_agent(standin.url, **strict.role("node", "NodeRoleArn"))
     reply = stack.wait_reply(parked["id"], 30)
     assert reply["status"] == "done", reply
     wait_until(lambda: parked["id"] not in set(inbox.job_ids()), 10, "the adopted job to leave the inbox")
@@ -163,12 +153,12 @@ def test_a_parked_job_is_adopted_and_answered_with_each_part_on_its_own_role(
 
 @pytest.mark.usefixtures("no_agents_left")
 def test_the_agent_and_the_watchdog_stop_the_node_on_the_nodes_role(
-    strict: Strict, standin_backend: StandInServer, tmp_path: Path
+    strict: Strict, standin: StandInServer, tmp_path: Path
 ) -> None:
     stack, ec2 = strict.stack, strict.stack.ec2()
     node_role = strict.role("node", "NodeRoleArn")
     # idle for 3 s: the agent stops its own instance (ec2:StopInstances, and its metrics on the way)
-    agent = stack.start_agent(standin_backend.url, TL_IDLE_MINUTES="0.05", TL_STOP_MODE="stop", TL_IDLE_POLL_S="0.2",
+    agent = stack.start_agent(standin.url, TL_IDLE_MINUTES="0.05", TL_STOP_MODE="stop", TL_IDLE_POLL_S="0.2",
                               **node_role)  # fmt: skip
     wait_until(lambda: stack.node_state() in ("stopping", "stopped"), 30, "the agent's idle stop")
     assert "AccessDenied" not in agent.tail(200)
