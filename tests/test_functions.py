@@ -7,14 +7,17 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import boto3
 import pytest
+from botocore.exceptions import ClientError
 
+from devstack.quotas import QuotaServer
 from devstack.stack import Stack
 from lambdas.budget_killer.handler import kill
 from lambdas.common import costs
 from lambdas.common.auth import JwksCache, KeysUnavailable, Verifier
 from lambdas.common.costs import forecast_month
-from lambdas.common.node import HOLD_TAG, RESIZING_TAG
+from lambdas.common.node import HOLD_TAG, REFUSED_TAG, RESIZING_TAG
 from lambdas.common.settings import Settings
 from lambdas.cost_publisher.handler import publish
 from lambdas.cost_summary.handler import send
@@ -152,6 +155,115 @@ def test_the_signing_keys_can_come_from_the_copy_in_s3(
 def test_a_held_node_is_not_resized(shape: tuple[ShapeControl, Any], signing_key: SigningKey, stack: Stack) -> None:
     stack.ec2().create_tags(Resources=[stack.instance_id], Tags=[{"Key": HOLD_TAG, "Value": "budget"}])
     assert resize(shape[0], signing_key.token(**{"cognito:groups": ["admin"]}), "g4dn.xlarge")[0] == 409
+
+
+ADMIN = {"cognito:groups": ["admin"]}
+G_QUOTA = "L-DB2E81BA"
+
+
+def quota_client(server: QuotaServer) -> Any:
+    return boto3.client("service-quotas", endpoint_url=server.url, region_name="eu-central-1",
+                        aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", ["async", "inline"])
+def test_a_target_beyond_the_quota_is_refused_before_the_node_stops(
+    shape: tuple[ShapeControl, Any], signing_key: SigningKey, stack: Stack, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """moto's Service Quotas has no EC2 quotas: the stand-in answers with a new account's 0 vCPUs for G (its
+    default; no applied value, so the function must fall back to GetAWSDefaultServiceQuota)."""
+    monkeypatch.setenv("TL_RESIZE_MODE", mode)
+    stack.ec2().start_instances(InstanceIds=[stack.instance_id])
+    with QuotaServer(defaults={G_QUOTA: 0}) as server:
+        dispatched: list[Any] = []
+        app = ShapeControl(Settings.from_env(), stack.ec2(), shape[0].verifier, dispatched.append, quota_client(server))
+        code, body = resize(app, signing_key.token(**ADMIN), "g4dn.xlarge")
+        assert (code, body["status"], body["quota"]) == (409, "quota", G_QUOTA)
+        assert (body["vcpus_needed"], body["vcpus_allowed"]) == (4, 0)
+        assert "--quota-code L-DB2E81BA --desired-value 4" in body["message"]
+        assert [op for op, _ in server.calls] == ["GetServiceQuota", "GetAWSDefaultServiceQuota"]
+        assert dispatched == []
+        described = stack.node()
+        assert (described["InstanceType"], described["State"]["Name"]) == ("t3.small", "running")
+        assert RESIZING_TAG not in tags(stack)
+
+        server.applied[G_QUOTA] = 4  # the increase was granted
+        accepted = 202 if mode == "async" else 200
+        assert resize(app, signing_key.token(**ADMIN), "g4dn.xlarge")[0] == accepted
+        if mode == "async":
+            app.handle(dispatched[0])
+        assert stack.node()["InstanceType"] == "g4dn.xlarge"
+        # the Standard quota is one the stand-in does not know (both calls fail): the function cannot tell, so it
+        # goes on and lets the start decide
+        server.calls.clear()
+        assert resize(app, signing_key.token(**ADMIN), "t3.small")[0] == accepted
+        assert [op for op, _ in server.calls] == ["GetServiceQuota", "GetAWSDefaultServiceQuota"]
+
+
+def test_a_start_refused_for_capacity_puts_the_old_type_back(
+    shape: tuple[ShapeControl, Any], signing_key: SigningKey, stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """moto never runs out of capacity: the refusal EC2 sends (InsufficientInstanceCapacity on StartInstances) is
+    raised into the real client's call to moto, once, the way botocore would raise it."""
+    app, dispatched = shape
+    refused: list[dict[str, Any]] = []
+
+    def no_capacity(params: dict[str, Any], **_: Any) -> None:
+        if not refused:
+            refused.append(params)
+            raise ClientError({"Error": {"Code": "InsufficientInstanceCapacity", "Message":
+                               "We currently do not have sufficient g4dn.xlarge capacity in the zone."}},
+                              "StartInstances")  # fmt: skip
+
+    app.ec2.meta.events.register("provide-client-params.ec2.StartInstances", no_capacity)
+    assert resize(app, signing_key.token(**ADMIN), "g4dn.xlarge")[0] == 202
+    done = app.handle(dispatched[0])
+    assert (done["status"], done["type"]) == ("refused", "t3.small")
+    assert done["reason"].startswith("InsufficientInstanceCapacity: We currently do not have")
+    described = stack.node()
+    assert (described["InstanceType"], described["State"]["Name"]) == ("t3.small", "running")
+    assert tags(stack)[REFUSED_TAG].startswith("g4dn.xlarge: InsufficientInstanceCapacity")
+    assert RESIZING_TAG not in tags(stack)
+    assert [m["ResizesRefused"] for m in emf_metrics(capsys.readouterr().out) if "ResizesRefused" in m] == [1]
+    # the next resize that works clears the record
+    assert resize(app, signing_key.token(**ADMIN), "g4dn.xlarge")[0] == 202
+    assert app.handle(dispatched[1])["status"] == "resized"
+    assert REFUSED_TAG not in tags(stack)
+
+
+def test_inline_resize_refused_for_capacity_is_a_409_with_the_reason(
+    env: dict[str, str], stack: Stack, jwks: JwksServer, signing_key: SigningKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TL_RESIZE_MODE", "inline")
+    app = ShapeControl(Settings.from_env(), stack.ec2(), Verifier(JwksCache(jwks.url), ISSUER, AUDIENCE), None)
+    calls: list[int] = []
+
+    def quota_exceeded(**_: Any) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ClientError({"Error": {"Code": "VcpuLimitExceeded", "Message": "You have requested more vCPU "
+                               "capacity than your current vCPU limit of 0 allows"}}, "StartInstances")  # fmt: skip
+
+    app.ec2.meta.events.register("provide-client-params.ec2.StartInstances", quota_exceeded)
+    code, body = resize(app, signing_key.token(**ADMIN), "g4dn.xlarge")
+    assert (code, body["status"]) == (409, "refused")
+    assert "VcpuLimitExceeded" in body["message"] and "runs as t3.small again" in body["message"]
+    assert stack.node()["InstanceType"] == "t3.small"
+
+
+def test_other_start_errors_are_not_taken_for_refusals(
+    shape: tuple[ShapeControl, Any], signing_key: SigningKey, stack: Stack
+) -> None:
+    app, dispatched = shape
+
+    def broken(**_: Any) -> None:
+        raise ClientError({"Error": {"Code": "InternalError", "Message": "boom"}}, "StartInstances")
+
+    app.ec2.meta.events.register("provide-client-params.ec2.StartInstances", broken)
+    assert resize(app, signing_key.token(**ADMIN), "g4dn.xlarge")[0] == 202
+    with pytest.raises(ClientError, match="InternalError"):
+        app.handle(dispatched[0])  # Lambda records the failed asynchronous invocation
+    assert RESIZING_TAG not in tags(stack)
 
 
 # ---------------------------------------------------------------- budget_killer

@@ -33,9 +33,13 @@ from devstack.cfn_moto import RESOURCE_CHECKED, for_strict_moto, load
 from devstack.deploy import TEMPLATES, deploy_stacks
 from devstack.edge import create_user_pool
 from devstack.procs import BlackHole, venv_tool, wait_until
+from devstack.quotas import QuotaServer
 from devstack.stack import Stack, StandInServer
 from jobqueue.inbox import Inbox
+from lambdas.common.auth import JwksCache, Verifier
+from lambdas.common.settings import Settings
 from lambdas.router.app import Router
+from lambdas.shape_control.app import ShapeControl
 from tests.support import AUDIENCE, ISSUER, JwksServer, SigningKey, body_of, v2_event
 
 pytestmark = [
@@ -179,6 +183,37 @@ def test_the_agent_and_the_watchdog_stop_the_node_on_the_nodes_role(
         assert run.returncode == 0, run.stdout + run.stderr
     assert "StopInstances called" in run.stdout, run.stdout + run.stderr
     assert stack.node_state() in ("stopping", "stopped")
+
+
+def test_shape_control_resizes_on_its_own_role(
+    strict: Strict, jwks: JwksServer, signing_key: SigningKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every EC2 call of a resize (the target's vCPUs, the tags, stop, retype, start) with the function's role.
+    moto's Service Quotas has no EC2 quotas, so the stand-in answers those, and the role's servicequotas
+    statement is checked in the template below."""
+    role = strict.role("functions", "ShapeControlRoleArn")
+    ec2 = strict.stack.moto.client("ec2", role)
+    monkeypatch.setenv("TL_RESIZE_MODE", "async")
+    with QuotaServer(defaults={"L-DB2E81BA": 4}) as server:
+        quotas = boto3.client("service-quotas", endpoint_url=server.url, region_name="eu-central-1",
+                              aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
+        dispatched: list[dict[str, Any]] = []
+        settings = Settings.from_env()
+        app = ShapeControl(settings, ec2, Verifier(JwksCache(jwks.url), ISSUER, AUDIENCE), dispatched.append, quotas)
+        response = app.handle(v2_event("POST", "/resize", token=signing_key.token(**{"cognito:groups": ["admin"]}),
+                                       query={"target": "g4dn.xlarge"}))  # fmt: skip
+        assert response["statusCode"] == 202, response
+        assert app.handle(dispatched[0])["status"] == "resized"
+    # the target's vCPUs were read (ec2:DescribeInstanceTypes), so its quota was asked for
+    assert [op for op, _ in server.calls] == ["GetServiceQuota", "GetAWSDefaultServiceQuota"]
+    assert strict.stack.node()["InstanceType"] == "g4dn.xlarge"
+    operator = strict.stack.ec2()  # the next test finds the builder again
+    operator.stop_instances(InstanceIds=[strict.stack.instance_id])
+    operator.modify_instance_attribute(InstanceId=strict.stack.instance_id, InstanceType={"Value": "t3.small"})
+    shape_role = load((TEMPLATES / "functions.yml").read_text())["Resources"]["ShapeControlRole"]
+    allowed = {a for p in shape_role["Properties"]["Policies"] for st in p["PolicyDocument"]["Statement"]
+               for a in (st["Action"] if isinstance(st["Action"], list) else [st["Action"]])}  # fmt: skip
+    assert {"servicequotas:GetServiceQuota", "servicequotas:GetAWSDefaultServiceQuota"} <= allowed
 
 
 def test_the_strict_adaptation_widens_only_what_moto_cannot_check() -> None:

@@ -3,6 +3,7 @@
 Two tags on the instance carry state that every function must respect:
 ``tl-hold`` — set by the budget killer; nothing starts the node until an operator removes it;
 ``tl-resizing`` — set by shape_control while it stops, retypes and starts the node; a cold boot waits.
+A third records what happened: ``tl-resize-refused`` — the last resize EC2 refused (capacity, quota), and why.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
 
 HOLD_TAG: Final = "tl-hold"
 RESIZING_TAG: Final = "tl-resizing"
+REFUSED_TAG: Final = "tl-resize-refused"
 LIVE_STATES: Final = ("pending", "running", "stopping", "stopped")
 
 

@@ -21,7 +21,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             if lam is not None:
                 lam.invoke(FunctionName=function, InvocationType="Event", Payload=json.dumps(job).encode())
 
-        _app = ShapeControl.from_env(aws("ec2"), invoke_self if function else None)
+        _app = ShapeControl.from_env(aws("ec2"), invoke_self if function else None, aws("service-quotas"))
     return _app.handle(event)
 
 
