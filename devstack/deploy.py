@@ -83,9 +83,9 @@ def stack_outputs(stack: Stack) -> dict[str, dict[str, str]]:
     return outputs
 
 
-def publish_image(stack: Stack) -> None:
-    """What bake_ami.yml publishes on AWS: the image the node's launch template starts from."""
-    stack.ssm().put_parameter(Name="/tl-fif/latest_ami_id", Value=stack.image(), Type="String", Overwrite=True)
+# The public base image of a fresh account, as the local AWS has one: moto's public SSM parameters hold Amazon
+# Linux's (not Canonical's, the role's default), and its EC2 knows the image they name.
+LOCAL_BASE_IMAGE: Final = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-6.1-x86_64"
 
 
 def node_queue_env(bucket: str, node_address: str) -> dict[str, str]:
@@ -102,11 +102,11 @@ def deploy_stacks(
 ) -> dict[str, dict[str, str]]:
     """The stacks before the Lambdas, by playbooks/stack.yml; the stack then uses the deployed bucket and node.
     ``operator_arn``: the local AWS enforces IAM, and the roles admit the operator (``MotoServer.enforce_iam``)."""
-    publish_image(stack)
     templates = workdir / "templates"
     moto_templates(templates, operator_arn)
     out = play(stack, "stack.yml", log=workdir / "stack.log", timeout_s=600, aws_stack_templates=str(templates),
-               aws_stack_jwks_url=pool.jwks_url, aws_stack_redis_certificate_names=[f"IP:{node_address}"])  # fmt: skip
+               aws_stack_jwks_url=pool.jwks_url, aws_stack_redis_certificate_names=[f"IP:{node_address}"],
+               aws_stack_base_image_parameter=LOCAL_BASE_IMAGE)  # fmt: skip
     if out.returncode != 0:
         raise StackError(f"playbooks/stack.yml failed; see {workdir / 'stack.log'}:\n{out.stdout[-3000:]}")
     outputs = stack_outputs(stack)

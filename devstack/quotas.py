@@ -16,9 +16,12 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
 PREFIX = "ServiceQuotasV20190624."
+# A new account's defaults for the quotas the shapes need: 0 vCPUs of G instances (the increase is a request to
+# AWS support), 5 of Standard (the value in the AWS CLI reference's get-aws-default-service-quota example).
+NEW_ACCOUNT: Final = {"L-DB2E81BA": 0.0, "L-1216C47A": 5.0}
 
 
 class QuotaServer:
@@ -33,16 +36,29 @@ class QuotaServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def __enter__(self) -> QuotaServer:
+    def start(self) -> None:
         self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._server.shutdown()
+        self._server.server_close()
+
+    def reset(self) -> None:
+        self.applied.clear()
+        self.calls.clear()
+
+    def __enter__(self) -> QuotaServer:
+        self.start()
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self.stop()
 
     def answer(self, operation: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         self.calls.append((operation, body))
+        if operation not in {"GetServiceQuota", "GetAWSDefaultServiceQuota"}:
+            return 400, {"__type": "UnknownOperationException", "message": f"the stand-in has no {operation}"}
         service, code = body.get("ServiceCode"), body.get("QuotaCode")
         if not service or not code:
             return 400, {"__type": "IllegalArgumentException", "message": "ServiceCode and QuotaCode are required"}
@@ -51,9 +67,7 @@ class QuotaServer:
         if operation == "GetServiceQuota" or (operation == "GetAWSDefaultServiceQuota" and code not in self.defaults):
             return 400, {"__type": "NoSuchResourceException", "message": f"The request failed because {code} of "
                          f"{service} has no applied value."}  # fmt: skip
-        if operation == "GetAWSDefaultServiceQuota":
-            return 200, {"Quota": self._quota(service, code, self.defaults[code])}
-        return 400, {"__type": "UnknownOperationException", "message": f"the stand-in has no {operation}"}
+        return 200, {"Quota": self._quota(service, code, self.defaults[code])}
 
     @staticmethod
     def _quota(service: str, code: str, value: float) -> dict[str, Any]:

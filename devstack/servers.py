@@ -17,6 +17,7 @@ import redis
 from botocore.config import Config
 
 from devstack.procs import CACHE, Process, StackError, free_port, http_ok, venv_tool, wait_until
+from devstack.quotas import NEW_ACCOUNT, QuotaServer
 
 MODEL_FILE: Final = CACHE / "models" / "gemma3-270m-q4_k_m.gguf"
 MODEL_ALIAS: Final = "gemma3-270m"
@@ -85,12 +86,17 @@ class MotoServer(Process):
     """The moto server: a local AWS that boto3 reaches through ``AWS_ENDPOINT_URL``.
 
     It accepts any credentials until ``enforce_iam``; from then on it checks every request against the caller's
-    identity policies, as far as moto evaluates them (``devstack.cfn_moto.STRICT_IAM`` says how far)."""
+    identity policies, as far as moto evaluates them (``devstack.cfn_moto.STRICT_IAM`` says how far).
+
+    moto has no EC2 quotas, so Service Quotas is a stand-in beside it (``devstack.quotas``), reached through
+    ``AWS_ENDPOINT_URL_SERVICE_QUOTAS`` and answering as for a new account (no G instances) until a test changes
+    ``quotas``; it checks no credentials."""
 
     def __init__(self, workdir: Path, port: int | None = None, host: str = LOOPBACK) -> None:
         self.port = port or free_port()
         self.host = host
         self.credentials: dict[str, str] = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+        self.quotas = QuotaServer(defaults=NEW_ACCOUNT)
         super().__init__(f"moto-{self.port}", [venv_tool("moto_server"), "-H", host, "-p", str(self.port)], workdir)
 
     @property
@@ -101,6 +107,8 @@ class MotoServer(Process):
         """What a boto3 process needs to talk to this server instead of AWS."""
         return {
             "AWS_ENDPOINT_URL": self.url,
+            # botocore's per-service endpoint: AWS_ENDPOINT_URL_<service id, upper case, spaces as underscores>
+            "AWS_ENDPOINT_URL_SERVICE_QUOTAS": self.quotas.url,
             **self.credentials,
             "AWS_DEFAULT_REGION": AWS_REGION,
             "AWS_REGION": AWS_REGION,
@@ -109,7 +117,17 @@ class MotoServer(Process):
 
     def start(self) -> None:
         super().start()
+        self.quotas.start()
         wait_until(lambda: self.alive() and http_ok(f"{self.url}/moto-api/"), 30, f"moto server on port {self.port}")
+
+    def reset(self) -> None:
+        """Back to an empty account (``/moto-api/reset``), quotas as a new account's."""
+        httpx.post(f"{self.url}/moto-api/reset", timeout=10).raise_for_status()
+        self.quotas.reset()
+
+    def stop(self, timeout_s: float = 10) -> int | None:
+        self.quotas.stop()
+        return super().stop(timeout_s)
 
     def client(self, service: str, credentials: dict[str, str] | None = None) -> Any:
         """A boto3 client for one service of this server (typed at the call site: S3Client, EC2Client…), with this

@@ -112,9 +112,7 @@ class Stack:
         if not self.redis.alive():
             self.redis.start()
         self.redis.client().flushall()
-        import httpx  # noqa: PLC0415
-
-        httpx.post(f"{self.moto.url}/moto-api/reset", timeout=10).raise_for_status()
+        self.moto.reset()
         self.prepare_aws()
 
     def stop_agents(self) -> None:

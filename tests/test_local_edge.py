@@ -83,7 +83,12 @@ def test_admins_resize_through_the_edge(edge: LocalEdgeServer, pool: UserPool, s
     url = f"{edge.url}/resize?target=g4dn.xlarge"
     user = httpx.post(url, headers={"authorization": f"Bearer {token_of(pool, shared_stack, 'cat')}"})
     assert user.status_code == 403
-    admin = httpx.post(url, headers={"authorization": f"Bearer {token_of(pool, shared_stack, 'dan')}"}, timeout=60)
+    dan = {"authorization": f"Bearer {token_of(pool, shared_stack, 'dan')}"}
+    # a new account has no G quota (the local AWS's Service Quotas stand-in): refused before the node stops
+    refused = httpx.post(url, headers=dan, timeout=60)
+    assert (refused.status_code, refused.json()["status"], refused.json()["quota"]) == (409, "quota", "L-DB2E81BA")
+    shared_stack.moto.quotas.applied["L-DB2E81BA"] = 4
+    admin = httpx.post(url, headers=dan, timeout=60)
     assert (admin.status_code, admin.json()["status"]) == (200, "resized")
     shared_stack.ec2().modify_instance_attribute(
         InstanceId=shared_stack.instance_id, InstanceType={"Value": "t3.small"}

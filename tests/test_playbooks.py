@@ -53,6 +53,11 @@ def test_bake_images_the_node_publishes_the_id_and_keeps_the_newest(fresh_stack:
 def test_resize_through_the_api_as_an_admin(shared_stack: Stack, pool: UserPool, edge: LocalEdgeServer) -> None:
     """Last in the module: the pool fixture lives in the shared moto, which the tests above reset."""
     admin = id_token(shared_stack, pool, "dan", PASSWORD)
+    # the local AWS is a new account, without G instances: refused with the quota to request, nothing stopped
+    refused = play(shared_stack, "resize.yml", shape="gpu", via="api", api_url=edge.url + "/", token=admin)
+    assert refused.returncode != 0 and "--quota-code L-DB2E81BA --desired-value 4" in refused.stdout
+    assert shared_stack.node()["InstanceType"] == "t3.small"
+    shared_stack.moto.quotas.applied["L-DB2E81BA"] = 4  # granted
     out = play(shared_stack, "resize.yml", shape="gpu", via="api", api_url=edge.url + "/", token=admin)
     assert out.returncode == 0, out.stdout[-3000:]
     assert '"status": "resized"' in out.stdout and shared_stack.node()["InstanceType"] == "g4dn.xlarge"

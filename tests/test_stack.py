@@ -15,7 +15,7 @@ import pytest
 
 from devstack.ansible import PLAYBOOK, ansible_env, play
 from devstack.cfn_moto import MOTO_CUTS, MOTO_OUTPUT_CUTS, load
-from devstack.deploy import BEFORE_THE_LAMBDAS, TEMPLATES, moto_templates, publish_image
+from devstack.deploy import BEFORE_THE_LAMBDAS, LOCAL_BASE_IMAGE, TEMPLATES, moto_templates
 from devstack.edge import create_user_pool
 from devstack.stack import Stack
 
@@ -108,11 +108,15 @@ def test_the_stacks_before_the_lambdas_deploy_into_moto(fresh_stack: Stack, tmp_
     known = [f"{r}.{p}" if p else r for s, r, p, _ in MOTO_CUTS] + [f"Outputs.{o}" for _, o, _ in MOTO_OUTPUT_CUTS]
     assert sorted(cut for cuts in removed.values() for cut in cuts) == sorted(known)
 
-    publish_image(fresh_stack)
     # moto's CloudFormation makes no user pool (MOTO_SKIPS): the JWKS copied is that of one made with boto3
     jwks_url = create_user_pool(fresh_stack).jwks_url
-    out = play(fresh_stack, "stack.yml", aws_stack_templates=str(adapted_dir), aws_stack_jwks_url=jwks_url)
+    # no baked image yet (a fresh account): the node starts from the public base image
+    out = play(fresh_stack, "stack.yml", aws_stack_templates=str(adapted_dir), aws_stack_jwks_url=jwks_url,
+               aws_stack_base_image_parameter=LOCAL_BASE_IMAGE)  # fmt: skip
     assert out.returncode == 0, out.stdout[-3000:]
+    # a new account has no G quota: the deploy goes on (the node is created as t3.small) and says what to request
+    assert "Quota: g4dn.xlarge needs 4 vCPUs" in out.stdout
+    assert "--quota-code L-DB2E81BA --desired-value 4" in out.stdout
 
     cf = fresh_stack.moto.client("cloudformation")
     outputs = {}
@@ -136,6 +140,7 @@ def test_the_stacks_before_the_lambdas_deploy_into_moto(fresh_stack: Stack, tmp_
 
     node = ec2.describe_instances(InstanceIds=[outputs["node"]["InstanceId"]])["Reservations"][0]["Instances"][0]
     assert node["InstanceType"] == "t3.small" and {"Key": "env", "Value": "tinyllama"} in node["Tags"]
+    base = check_the_base_image(fresh_stack, node)
     group = ec2.describe_security_groups(GroupIds=[outputs["node"]["NodeSecurityGroupId"]])["SecurityGroups"][0]
     # Nothing from the internet: only the functions' group, on Redis's port (node queue mode); no Elastic IP.
     lambda_group = outputs["network"]["LambdaSecurityGroupId"]
@@ -157,16 +162,62 @@ def test_the_stacks_before_the_lambdas_deploy_into_moto(fresh_stack: Stack, tmp_
     check_the_inventory(fresh_stack, node["InstanceId"], outputs["node"]["ReplyBucket"])
     check_the_functions_copies(fresh_stack, outputs["node"]["ReplyBucket"])
 
+    check_a_second_run_keeps_the_node(fresh_stack, adapted_dir, jwks_url, outputs, node=node, base=base)
+
+
+def check_a_second_run_keeps_the_node(
+    fresh_stack: Stack, adapted_dir: Path, jwks_url: str, outputs: dict[str, Any], *, node: Any, base: str
+) -> None:
+    cf, ec2 = fresh_stack.moto.client("cloudformation"), fresh_stack.ec2()
     # A second run leaves the same resources. (AWS answers "No updates are to be performed" and the module reports
     # no change; moto re-applies most stacks on update_stack and reports changed, so the count is not asserted.)
-    again = play(fresh_stack, "stack.yml", aws_stack_templates=str(adapted_dir),
-                 aws_stack_jwks_url=jwks_url)  # fmt: skip
+    # Meanwhile bake_ami.yml published a baked image: the running node keeps its own (a new ImageId would replace
+    # the instance); only a new node would start from the baked one.
+    baked = fresh_stack.ec2().create_image(InstanceId=node["InstanceId"], Name="tl-baked")["ImageId"]
+    fresh_stack.ssm().put_parameter(Name="/tl-fif/latest_ami_id", Value=baked, Type="String", Overwrite=True)
+    again = play(fresh_stack, "stack.yml", aws_stack_templates=str(adapted_dir), aws_stack_jwks_url=jwks_url,
+                 aws_stack_base_image_parameter=LOCAL_BASE_IMAGE)  # fmt: skip
     assert again.returncode == 0, again.stdout[-3000:]
+    assert f"The node starts from {base}" in again.stdout and "from the node stack" in again.stdout
     for stack in BEFORE_THE_LAMBDAS:
         described = cf.describe_stacks(StackName=f"tl-fif-{stack}")["Stacks"][0]
         assert {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])} == outputs[stack], stack
     tagged = ec2.describe_instances(Filters=[{"Name": "tag:env", "Values": ["tinyllama"]}])["Reservations"]
     assert [i["InstanceId"] for r in tagged for i in r["Instances"]].count(node["InstanceId"]) == 1
+
+
+def check_the_base_image(stack: Stack, node: Any) -> str:
+    """A fresh account's node starts from the public base image, its root device the image's (Amazon Linux's
+    /dev/xvda here, Ubuntu's /dev/sda1 on AWS), at least 30 GiB. Returns the image."""
+    base = stack.ssm().get_parameter(Name=LOCAL_BASE_IMAGE)["Parameter"]["Value"]
+    assert node["ImageId"] == base
+    resources = stack.moto.client("cloudformation").list_stack_resources(StackName="tl-fif-node")
+    template_id = next(r["PhysicalResourceId"] for r in resources["StackResourceSummaries"]
+                       if r["ResourceType"] == "AWS::EC2::LaunchTemplate")  # fmt: skip
+    versions = stack.ec2().describe_launch_template_versions(LaunchTemplateId=template_id)["LaunchTemplateVersions"]
+    mappings = versions[-1]["LaunchTemplateData"]["BlockDeviceMappings"]
+    assert [(m["DeviceName"], m["Ebs"]["VolumeSize"]) for m in mappings] == [("/dev/xvda", 30)]
+    return str(base)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not PLAYBOOK.exists(), reason="ansible is installed by `make deps`")
+def test_a_node_created_as_a_gpu_on_a_new_account_stops_the_deploy_before_anything_is_made(
+    fresh_stack: Stack, tmp_path: Path
+) -> None:
+    out = play(fresh_stack, "stack.yml", aws_stack_templates=str(tmp_path), aws_stack_instance_type="g4dn.xlarge",
+               aws_stack_base_image_parameter=LOCAL_BASE_IMAGE)  # fmt: skip
+    assert out.returncode != 0
+    assert "The node would be created as g4dn.xlarge, which needs 4 vCPUs" in out.stdout
+    assert "Nothing was created" in out.stdout and "--quota-code L-DB2E81BA --desired-value 4" in out.stdout
+    assert not fresh_stack.moto.client("cloudformation").list_stacks()["StackSummaries"]
+    # once the increase is granted, the same deploy passes the check (and goes on to the first stack, whose
+    # template this test leaves out, so that it stops there)
+    fresh_stack.moto.quotas.applied["L-DB2E81BA"] = 4
+    checked = play(fresh_stack, "stack.yml", aws_stack_templates=str(tmp_path), aws_stack_instance_type="g4dn.xlarge",
+                   aws_stack_base_image_parameter=LOCAL_BASE_IMAGE)  # fmt: skip
+    assert "which needs 4 vCPUs" not in checked.stdout and "Quota: g4dn.xlarge" not in checked.stdout
+    assert "TASK [aws_stack : Stack tl-fif-network]" in checked.stdout
 
 
 def check_the_functions_copies(stack: Stack, bucket: str) -> None:

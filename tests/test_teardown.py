@@ -61,7 +61,9 @@ def left(stack: Stack) -> dict[str, Any]:
     cf = stack.moto.client("cloudformation")
     stacks = [s["StackName"] for s in cf.list_stacks()["StackSummaries"] if s["StackStatus"] != "DELETE_COMPLETE"]
     functions = [f["FunctionName"] for f in stack.moto.client("lambda").list_functions()["Functions"]]
-    parameters = [p["Name"] for p in stack.ssm().describe_parameters()["Parameters"]]
+    # every page, without AWS's public parameters (moto lists those once a deploy has read one)
+    pages = stack.ssm().get_paginator("describe_parameters").paginate()
+    parameters = [p["Name"] for page in pages for p in page["Parameters"] if not p["Name"].startswith("/aws/")]
     # the shared stack's own bucket (devstack.stack.BUCKET) is the tests', not the deploy's
     buckets = [b["Name"] for b in stack.s3().list_buckets()["Buckets"] if b["Name"] != BUCKET]
     images = [i["ImageId"] for i in stack.ec2().describe_images(Owners=["self"])["Images"]]

@@ -103,8 +103,8 @@ class ShapeControl:
         if self.s.resize_mode == "inline" or self.dispatch is None:
             done = self.resize(node.instance_id, target, node.instance_type)
             if done["status"] == "refused":
-                raise HttpError(409, f"EC2 refused to start {target}; the node runs as {node.instance_type} again: "
-                                     f"{done['reason']}", status="refused", instance=node.instance_id, to=target)  # fmt: skip
+                message = f"EC2 refused {target}; the node runs as {node.instance_type} again: {done['reason']}"
+                raise HttpError(409, message, status="refused", instance=node.instance_id, to=target)
             return respond(200, {**done, **body})
         try:
             self.dispatch(job)
