@@ -7,8 +7,9 @@
    the node role's (``MotoServer.enforce_iam``, ``devstack.cfn_moto.for_strict_moto``);
 3. a Cognito user pool and a user; the AWS stacks and the Lambdas deployed into the local AWS by their playbooks
    (``devstack.deploy``), the queue in ``node`` mode: its secrets in SSM, the functions' copy in S3;
-4. the node converged with ``playbooks/site.yml`` and ``inventory/local.yml`` (``devstack.node``): the model, the
-   queue's Redis (TLS, ACL users), the agent;
+4. the node converged with ``playbooks/site.yml`` and ``inventory/local.yml`` (``devstack.node``): the model
+   from a stand-in Hugging Face Hub on the bridge (``devstack.hub``, the small GGUF) through the copy it keeps in
+   the bucket, as on AWS; the queue's Redis (TLS, ACL users), the agent;
 5. the local edge (the HTTP API with the router) in front; it reaches the node's Redis over the bridge, as the
    functions reach the node's private address in the VPC, and parks requests in S3 while the node is stopped.
 
@@ -29,6 +30,7 @@ import redis
 
 from devstack.deploy import Deployment, deploy
 from devstack.edge import LocalEdgeServer, UserPool, create_user, create_user_pool
+from devstack.hub import HubServer
 from devstack.node import (
     NodeContainer,
     bridge_gateway,
@@ -40,6 +42,7 @@ from devstack.node import (
     podman,
 )
 from devstack.procs import StackError, wait_until
+from devstack.servers import ensure_model
 from devstack.stack import Stack
 from jobqueue.inbox import Inbox
 from jobqueue.queue import JobQueue
@@ -56,6 +59,11 @@ class Boot:
     """The ids of the jobs in S3's inbox when the router had started the node."""
     seconds: float
     """From the container's start to the agent running."""
+
+
+# The model the local node fetches from the stand-in Hub: the small GGUF the tests use, under a Hub-like name.
+HUB_REPO = "tl-test/tiny-instruct-GGUF"
+HUB_FILE = "tiny-instruct-q4_k_m.gguf"
 
 
 def _made(value: T | None, what: str) -> T:
@@ -76,6 +84,7 @@ class FullStack:
         self._edge: LocalEdgeServer | None = None
         self._pool: UserPool | None = None
         self._deployment: Deployment | None = None
+        self._hub: HubServer | None = None
         self._operator = ""
 
     # What open() makes, in order; reading one before it is made is a StackError.
@@ -90,6 +99,10 @@ class FullStack:
     @property
     def deployment(self) -> Deployment:
         return _made(self._deployment, "the deployment")
+
+    @property
+    def hub(self) -> HubServer:
+        return _made(self._hub, "the stand-in Hub")
 
     @property
     def edge(self) -> LocalEdgeServer:
@@ -128,6 +141,7 @@ class FullStack:
     def _start_stack(self) -> None:
         self.stack.start()
         self._operator = self.stack.moto.enforce_iam()
+        self._hub = HubServer({HUB_REPO: {HUB_FILE: ensure_model()}}, host=self.stack.moto.host).__enter__()
 
     def _container(self) -> None:
         ensure_image(self.node.image)
@@ -136,7 +150,10 @@ class FullStack:
     def _converge(self) -> None:
         package = build_wheel(self.workdir / "dist")
         node_role = self.stack.moto.role_credentials(self.deployment.outputs["node"]["NodeRoleArn"], "tl-node")
-        settings = {**node_settings(self.stack, self.deployment, package), "credentials": node_role}
+        sha256 = self.hub.sha256(HUB_REPO, HUB_FILE)
+        hub = {"endpoint": self.hub.url, "repo": HUB_REPO, "file": HUB_FILE, "sha256": sha256}
+        settings = {**node_settings(self.stack, self.deployment, package), "credentials": node_role, "model": "",
+                    "hub": hub}  # fmt: skip
         converge(self.stack, self.node, settings, self.workdir / "converge.log")
         self.node.wait_supervised(AGENT)
 
@@ -195,6 +212,8 @@ class FullStack:
             self._edge.stop()
         if self._stack is not None:
             self._stack.stop()
+        if self._hub is not None:
+            self._hub.__exit__(None, None, None)
 
     def __enter__(self) -> FullStack:
         try:

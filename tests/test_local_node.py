@@ -6,6 +6,7 @@ the node's own Redis (``aws_stack_queue: node``), reached by the router over TLS
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import ssl
@@ -19,7 +20,7 @@ import redis
 
 from devstack.ansible import PLAYBOOK, play
 from devstack.edge import id_token
-from devstack.fullstack import AGENT, INFERENCE, FullStack
+from devstack.fullstack import AGENT, HUB_FILE, HUB_REPO, INFERENCE, FullStack
 from devstack.procs import venv_tool, wait_until
 from lambdas.package import FUNCTIONS
 from tests.support import PASSWORD
@@ -77,6 +78,18 @@ def test_the_stacks_and_the_lambdas_were_deployed_by_their_playbooks(whole: Full
     node = whole.stack.node()
     assert node["InstanceId"] == whole.deployment.instance_id
     assert {"Key": "env", "Value": "tinyllama"} in node["Tags"]
+
+
+def test_the_node_took_its_weights_from_the_hub_and_keeps_the_copy_in_the_bucket(whole: FullStack) -> None:
+    """As on AWS: the converge read the (stand-in) Hub once, with huggingface_hub, and kept the file and its record
+    in the bucket, with the node role's key under enforced IAM; the weights on the node are the Hub's bytes."""
+    assert whole.hub.downloads == 1
+    prefix = f"models/{HUB_REPO}/main/"
+    s3 = whole.stack.s3()
+    record = json.loads(s3.get_object(Bucket=whole.deployment.reply_bucket, Key=prefix + "tl-hub.json")["Body"].read())
+    assert record["sha256"] == {HUB_FILE: whole.hub.sha256(HUB_REPO, HUB_FILE)}
+    on_node = whole.node.exec("sha256sum", "/opt/tinyllama/models/tinyllama.gguf").stdout.split()[0]
+    assert on_node == whole.hub.sha256(HUB_REPO, HUB_FILE)
 
 
 def test_from_the_network_the_node_answers_tls_on_443_and_6379_and_nothing_else(
