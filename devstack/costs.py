@@ -179,8 +179,11 @@ class _Walk:
                 self.costs.unpriced.append(f"{stack}/{name}: volume type {ebs.get('VolumeType')}")
                 continue
             price = self.p["ebs_gp3_gb_month"]
-            what = f"node root volume, {ebs['VolumeSize']} GiB gp3 (kept while stopped)"
-            self.add(what, ebs["VolumeSize"] * price, f"${price}/GB-month")
+            size = ebs["VolumeSize"]
+            if isinstance(size, dict):  # a parameter (RootVolumeGiB): its default, as the aws_stack role passes it
+                size = templates()[stack]["Parameters"][size["Ref"]]["Default"]
+            what = f"node root volume, {size} GiB gp3 (kept while stopped)"
+            self.add(what, float(size) * price, f"${price}/GB-month")
 
     def schedule(self, stack: str, name: str, props: dict[str, Any]) -> None:
         runs = runs_per_month(props["ScheduleExpression"], self.hours)
