@@ -1,8 +1,9 @@
 """A stand-in for the Hugging Face Hub on loopback, serving the small GGUF the tests already use, so that the
 node's fetch (``roles/inference/files/hub_model.py``) runs ``huggingface_hub`` for real through ``HF_ENDPOINT``.
 
-It answers the calls that client makes: ``GET /api/models/<repo>/revision/<rev>`` (the commit and the files) and
-``HEAD``/``GET /<repo>/resolve/<commit or rev>/<file>`` with the headers it reads (``X-Repo-Commit``,
+It answers the calls that client makes: ``GET /api/models/<repo>[/revision/<rev>]`` (the commit and the files),
+``GET /api/models/<repo>/tree/<rev>`` (a whole repository's files) and ``HEAD``/``GET
+/<repo>/resolve/<commit or rev>/<file>`` with the headers it reads (``X-Repo-Commit``,
 ``X-Linked-Etag`` = the file's sha256 as the Hub gives it for LFS files, ``X-Linked-Size``). A gated repository
 answers 401 with ``X-Error-Code: GatedRepo`` unless the request carries the token; anything else is a 404 with the
 Hub's error codes. ``downloads`` counts the file bodies served.
@@ -68,32 +69,36 @@ class HubServer:
                 if self.command != "HEAD":
                     self.wfile.write(body)
 
+            def _json(self, answer: object, *, body: bool) -> None:
+                data = json.dumps(answer).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if body:
+                    self.wfile.write(data)
+
             def _answer(self, *, body: bool) -> None:  # noqa: PLR0911 (one return per answer of the Hub's)
                 path = self.path.split("?", 1)[0]
-                info = re.fullmatch(r"/api/models/([^/]+/[^/]+)/revision/([^/]+)", path)
+                info = re.fullmatch(r"/api/models/([^/]+/[^/]+)(?:/revision/([^/]+))?", path)
                 if info:
                     repo = info[1]
                     if repo not in hub.repos:
                         return self._error(404, "RepoNotFound", f"Repository not found: {repo}")
-                    if info[2] not in ("main", COMMIT):
+                    if (info[2] or "main") not in ("main", COMMIT):
                         return self._error(404, "RevisionNotFound", f"Invalid rev id: {info[2]}")
-                    data = json.dumps(
-                        {
-                            "id": repo,
-                            "modelId": repo,
-                            "sha": COMMIT,
-                            "private": False,
-                            "gated": "manual" if repo in hub.gated else False,
-                            "siblings": [{"rfilename": n} for n in sorted(hub.repos[repo])],
-                        }
-                    ).encode()
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    if body:
-                        self.wfile.write(data)
-                    return None
+                    return self._json({"id": repo, "modelId": repo, "sha": COMMIT, "private": False,
+                                       "gated": "manual" if repo in hub.gated else False,
+                                       "siblings": [{"rfilename": n} for n in sorted(hub.repos[repo])]},
+                                      body=body)  # fmt: skip
+                tree = re.fullmatch(r"/api/models/([^/]+/[^/]+)/tree/([^/]+)", path)
+                if tree and tree[1] in hub.repos and tree[2] in ("main", COMMIT):
+                    entries = []
+                    for n, f in sorted(hub.repos[tree[1]].items()):
+                        size, sha = f.stat().st_size, hub.sha256(tree[1], n)
+                        lfs = {"oid": sha, "size": size, "pointerSize": 134}  # an LFS pointer file's usual size
+                        entries.append({"type": "file", "path": n, "size": size, "oid": sha, "lfs": lfs})
+                    return self._json(entries, body=body)
                 resolve = re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
                 if not resolve or resolve[1] not in hub.repos:
                     return self._error(404, "RepoNotFound", f"Repository not found: {path}")

@@ -97,3 +97,18 @@ def test_an_unreachable_hub_is_one_line(fresh_stack: Stack, tmp_path: Path) -> N
         pass  # stopped: nothing listens on its port any more
     out = fetch(fresh_stack, gone, tmp_path / "x.gguf", tmp_path / "hf", sha256="")
     assert out.returncode == 1 and out.stderr.startswith("hub_model: cannot read") and "Traceback" not in out.stderr
+
+
+def test_a_whole_repository_is_fetched_once_and_then_left_alone(fresh_stack: Stack, tmp_path: Path) -> None:
+    """A vLLM model directory: every file, each one's sha256 recorded with the copy; a second converge finds the
+    directory as it left it and changes nothing."""
+    config = tmp_path / "config.json"
+    config.write_text('{"architectures": ["Tiny"]}')
+    with HubServer({"tl-test/tiny-AWQ": {"config.json": config, "model.safetensors": ensure_model()}}) as hub:
+        dest = tmp_path / "model"
+        first = fetch(fresh_stack, hub, dest, tmp_path / "hf", sha256="", repo="tl-test/tiny-AWQ", file="")
+        assert first.returncode == 0, first.stderr
+        assert json.loads(first.stdout) == {"changed": True, "source": "hub", "commit": COMMIT, "files": 2}
+        assert (dest / "config.json").read_text() == config.read_text()
+        again = fetch(fresh_stack, hub, dest, tmp_path / "hf", sha256="", repo="tl-test/tiny-AWQ", file="")
+        assert json.loads(again.stdout) == {"changed": False, "source": "s3", "commit": COMMIT, "files": 2}

@@ -120,10 +120,8 @@ def run(args: argparse.Namespace, s3: Any | None = None) -> dict[str, Any]:
                        f"{args.file}, not the pinned {args.sha256}; delete the copy to fetch it again")  # fmt: skip
     dest = Path(args.dest)
     wanted = f"s3://{bucket}/{prefix}{args.file}" if args.file else f"s3://{bucket}/{prefix}"
+    # a whole repository brings the copy's record along, and keeps it: fetch_model then finds it unchanged
     fetched = fetch_model.fetch(wanted, dest, s3)
-    record_path = dest / RECORD if not args.file else None
-    if record_path is not None and record_path.exists():
-        record_path.unlink()  # the copy's record came along with the directory; the node does not need it
     targets = {args.file: dest} if args.file else {n: dest / n for n in record["sha256"]}
     for name, path in targets.items():
         if sha256_of(path) != record["sha256"][name]:
