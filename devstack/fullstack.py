@@ -141,7 +141,7 @@ class FullStack:
     def _start_stack(self) -> None:
         self.stack.start()
         self._operator = self.stack.moto.enforce_iam()
-        self._hub = HubServer({HUB_REPO: {HUB_FILE: ensure_model()}}, host=self.stack.moto.host).__enter__()
+        self._hub = HubServer({HUB_REPO: {HUB_FILE: ensure_model()}}, host=self.stack.moto.host).start()
 
     def _container(self) -> None:
         ensure_image(self.node.image)
@@ -213,7 +213,7 @@ class FullStack:
         if self._stack is not None:
             self._stack.stop()
         if self._hub is not None:
-            self._hub.__exit__(None, None, None)
+            self._hub.stop()
 
     def __enter__(self) -> FullStack:
         try:

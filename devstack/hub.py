@@ -46,13 +46,20 @@ class HubServer:
     def sha256(self, repo: str, name: str) -> str:
         return self._sums[(repo, name)]
 
-    def __enter__(self) -> HubServer:
+    def start(self) -> HubServer:
         self._thread.start()
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self._server.shutdown()
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._server.shutdown()
         self._server.server_close()
+
+    def __enter__(self) -> HubServer:
+        return self.start()
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         hub = self

@@ -18,6 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Final
 
+import boto3
+
 PREFIX = "ServiceQuotasV20190624."
 # A new account's defaults for the quotas the shapes need: 0 vCPUs of G instances (the increase is a request to
 # AWS support), 5 of Standard (the value in the AWS CLI reference's get-aws-default-service-quota example).
@@ -43,6 +45,11 @@ class QuotaServer:
         if self._thread.is_alive():
             self._server.shutdown()
         self._server.server_close()
+
+    def client(self) -> Any:
+        """boto3's real Service Quotas client, pointed at this stand-in."""
+        return boto3.client("service-quotas", endpoint_url=self.url, region_name="eu-central-1",
+                            aws_access_key_id="testing", aws_secret_access_key="testing")  # noqa: S106  # fmt: skip
 
     def reset(self) -> None:
         self.applied.clear()

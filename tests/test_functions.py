@@ -161,11 +161,6 @@ ADMIN = {"cognito:groups": ["admin"]}
 G_QUOTA = "L-DB2E81BA"
 
 
-def quota_client(server: QuotaServer) -> Any:
-    return boto3.client("service-quotas", endpoint_url=server.url, region_name="eu-central-1",
-                        aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
-
-
 @pytest.mark.parametrize("mode", ["async", "inline"])
 def test_a_target_beyond_the_quota_is_refused_before_the_node_stops(
     shape: tuple[ShapeControl, Any], signing_key: SigningKey, stack: Stack, mode: str, monkeypatch: pytest.MonkeyPatch
@@ -176,7 +171,7 @@ def test_a_target_beyond_the_quota_is_refused_before_the_node_stops(
     stack.ec2().start_instances(InstanceIds=[stack.instance_id])
     with QuotaServer(defaults={G_QUOTA: 0}) as server:
         dispatched: list[Any] = []
-        app = ShapeControl(Settings.from_env(), stack.ec2(), shape[0].verifier, dispatched.append, quota_client(server))
+        app = ShapeControl(Settings.from_env(), stack.ec2(), shape[0].verifier, dispatched.append, server.client())
         code, body = resize(app, signing_key.token(**ADMIN), "g4dn.xlarge")
         assert (code, body["status"], body["quota"]) == (409, "quota", G_QUOTA)
         assert (body["vcpus_needed"], body["vcpus_allowed"]) == (4, 0)
@@ -327,7 +322,6 @@ NOW = dt.datetime(2026, 11, 10, 12, 0, tzinfo=dt.UTC)
 @pytest.fixture
 def billing(stack: Stack) -> Any:
     """CloudWatch in us-east-1, where AWS keeps the billing metrics; moto has none, so a test writes them."""
-    import boto3  # noqa: PLC0415
 
     env = stack.moto.aws_env()
     return boto3.client("cloudwatch", endpoint_url=stack.moto.url, region_name=costs.REGION,
@@ -375,7 +369,6 @@ def test_cost_publisher_says_how_to_turn_billing_metrics_on_and_publishes_nothin
 def test_cost_publisher_publishes_nothing_when_cloudwatch_does_not_answer(
     env: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import boto3  # noqa: PLC0415
     from botocore.config import Config  # noqa: PLC0415
 
     dead = boto3.client("cloudwatch", endpoint_url="http://127.0.0.1:9", region_name=costs.REGION,

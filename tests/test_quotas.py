@@ -4,9 +4,7 @@ speaking the API's wire format to boto3's real client."""
 from __future__ import annotations
 
 import ast
-from typing import Any
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
 
@@ -33,14 +31,9 @@ def test_the_roles_module_keeps_the_same_table() -> None:
     assert copy == dict(quotas.ON_DEMAND_VCPU_QUOTAS)
 
 
-def client(server: QuotaServer) -> Any:
-    return boto3.client("service-quotas", endpoint_url=server.url, region_name="eu-central-1",
-                        aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
-
-
 def test_the_stand_in_answers_as_service_quotas_does() -> None:
     with QuotaServer(defaults=NEW_ACCOUNT) as server:
-        sq = client(server)
+        sq = server.client()
         with pytest.raises(sq.exceptions.NoSuchResourceException):  # a quota the account never had changed
             sq.get_service_quota(ServiceCode="ec2", QuotaCode="L-DB2E81BA")
         assert quotas.applied_value(sq, "L-DB2E81BA") == 0

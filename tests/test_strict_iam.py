@@ -195,8 +195,7 @@ def test_shape_control_resizes_on_its_own_role(
     ec2 = strict.stack.moto.client("ec2", role)
     monkeypatch.setenv("TL_RESIZE_MODE", "async")
     with QuotaServer(defaults={"L-DB2E81BA": 4}) as server:
-        quotas = boto3.client("service-quotas", endpoint_url=server.url, region_name="eu-central-1",
-                              aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
+        quotas = server.client()
         dispatched: list[dict[str, Any]] = []
         settings = Settings.from_env()
         app = ShapeControl(settings, ec2, Verifier(JwksCache(jwks.url), ISSUER, AUDIENCE), dispatched.append, quotas)
