@@ -19,16 +19,20 @@ from __future__ import annotations
 import ast
 import contextlib
 import json
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
 from devstack.ansible import play
 from devstack.cfn_moto import for_moto, for_strict_moto, load
 from devstack.edge import UserPool, function_env
 from devstack.procs import REPO, StackError, role_default
-from devstack.stack import Stack
+from devstack.stack import BUCKET, Stack
 from lambdas.package import FUNCTIONS, build, default_wheels, fetch_wheels
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2.type_defs import FilterTypeDef
 
 TEMPLATES: Final = REPO / "roles" / "aws_stack" / "files" / "templates"
 BEFORE_THE_LAMBDAS: Final = ("network", "node", "queue", "identity", "functions")
@@ -160,3 +164,64 @@ def deploy(stack: Stack, pool: UserPool, workdir: Path, node_address: str, opera
         aliases = {fn: lam.get_alias(FunctionName=f"{PREFIX}-{fn}", Name="prod")["AliasArn"] for fn in FUNCTIONS}
 
     return Deployment(outputs, aliases, settings)
+
+
+def teardown(stack: Stack, log: Path, *, delete_data: bool, strict: bool = False) -> subprocess.CompletedProcess[str]:
+    """``playbooks/teardown.yml`` against the local AWS, as an operator runs it (``-e teardown_delete_data``);
+    returns its output. moto's CloudFormation leaves two kinds of resource behind that AWS's deletes
+    (``clear_what_motos_cloudformation_leaves``): they are removed first. ``strict``: the local AWS enforces IAM,
+    and the functions are deleted with its access control paused, as they were shipped (moto's SigV4 check fails
+    Lambda's REST calls)."""
+    clear_what_motos_cloudformation_leaves(stack)
+    with (stack.moto.iam_paused("moto cannot verify SigV4 on Lambda's REST paths") if strict
+          else contextlib.nullcontext()):  # fmt: skip
+        out = play(stack, "teardown.yml", log=log, timeout_s=600, teardown_delete_data=delete_data)
+    if out.returncode != 0:
+        raise StackError(f"playbooks/teardown.yml failed; see {log}:\n{out.stdout[-3000:]}")
+    return out
+
+
+def clear_what_motos_cloudformation_leaves(stack: Stack) -> None:
+    """moto's CloudFormation has no delete for AWS::EC2::RouteTable and VPC endpoints (it drops them from the
+    stack and leaves them in EC2), so the VPC's deletion would then fail on them; on AWS the stack deletes them
+    first, as they depend on the VPC. They are removed here, as AWS would in its course."""
+    ec2 = stack.ec2()
+    described = stack.moto.client("cloudformation").describe_stacks()["Stacks"]
+    network = [s for s in described if s["StackName"] == f"{PREFIX}-network"]
+    if not network:
+        return
+    vpc_id = next(o["OutputValue"] for o in network[0].get("Outputs", []) if o["OutputKey"] == "VpcId")
+    in_vpc: list[FilterTypeDef] = [{"Name": "vpc-id", "Values": [vpc_id]}]
+    endpoints = [e["VpcEndpointId"] for e in ec2.describe_vpc_endpoints(Filters=in_vpc)["VpcEndpoints"]]
+    if endpoints:
+        ec2.delete_vpc_endpoints(VpcEndpointIds=endpoints)
+    for table in ec2.describe_route_tables(Filters=in_vpc)["RouteTables"]:
+        if any(a.get("Main") for a in table["Associations"]):
+            continue
+        for association in table["Associations"]:
+            ec2.disassociate_route_table(AssociationId=association["RouteTableAssociationId"])
+        ec2.delete_route_table(RouteTableId=table["RouteTableId"])
+
+
+def leftovers(stack: Stack) -> dict[str, Any]:
+    """What of the project is in the local AWS: stacks, functions, SSM parameters (AWS's public ones aside),
+    buckets (the shared test stack's own aside, ``devstack.stack.BUCKET``), images, log groups, and instances
+    not terminated."""
+    cf = stack.moto.client("cloudformation")
+    stacks = [s["StackName"] for s in cf.list_stacks()["StackSummaries"] if s["StackStatus"] != "DELETE_COMPLETE"]
+    functions = [f["FunctionName"] for f in stack.moto.client("lambda").list_functions()["Functions"]]
+    pages = stack.ssm().get_paginator("describe_parameters").paginate()
+    parameters = [p["Name"] for page in pages for p in page["Parameters"] if not p["Name"].startswith("/aws/")]
+    buckets = [b["Name"] for b in stack.s3().list_buckets()["Buckets"] if b["Name"] != BUCKET]
+    ec2 = stack.ec2()
+    images = [i["ImageId"] for i in ec2.describe_images(Owners=["self"])["Images"]]
+    groups = [g["logGroupName"] for g in stack.moto.client("logs").describe_log_groups()["logGroups"]]
+    instances = [i["InstanceId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]
+                 if i["State"]["Name"] not in ("terminated", "shutting-down")]  # fmt: skip
+    return {"stacks": stacks, "functions": functions, "parameters": sorted(parameters), "buckets": sorted(buckets),
+            "images": images, "log_groups": sorted(groups), "instances": instances}  # fmt: skip
+
+
+NOTHING_LEFT: Final[dict[str, list[str]]] = {
+    "stacks": [], "functions": [], "parameters": [], "buckets": [], "images": [], "log_groups": [], "instances": []
+}  # fmt: skip

@@ -73,6 +73,7 @@ class Stack:
         self.redis = RedisServer(workdir / "redis", host=host if local_redis else LOOPBACK)
         self.moto = MotoServer(workdir / "moto", host=host)
         self.agents: list[Process] = []
+        self._agents_started = 0  # names stay unique across resets: a log file is never an earlier agent's
         self.instance_id = ""
         self.bucket = BUCKET
         self._image = ""
@@ -182,7 +183,8 @@ class Stack:
 
     def start_agent(self, backend_url: str, *, wait: bool = True, **overrides: str) -> Process:
         """Run ``tl-node-agent`` as its own process, as supervisor does on the node."""
-        name = f"agent-{len(self.agents)}"
+        name = f"agent-{self._agents_started}"
+        self._agents_started += 1
         agent = Process(
             name, [venv_tool("tl-node-agent")], self.workdir / "agents", self.agent_env(backend_url, **overrides)
         )

@@ -67,13 +67,16 @@ class Stopper:
         self._executor = executor
         self._ec2: EC2Client | None = None  # created on first use: the EC2 model costs ~20 MB of memory
 
-    async def stop(self, reason: str) -> None:
+    async def stop(self, kind: str, reason: str) -> bool:
+        """Stop the instance; ``kind`` names the stop in the log (``idle``, ``backend not ready``). True when
+        StopInstances was called, False in dry-run; an EC2 refusal is an InstanceError."""
         if self.mode == "dry-run":
-            log.warning("idle stop (dry run): would stop the instance", extra=self._fields(reason))
-            return
+            log.warning(f"{kind} stop (dry run): would stop the instance", extra=self._fields(reason))
+            return False
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._stop)
-        log.warning("idle stop: StopInstances called", extra=self._fields(reason))
+        log.warning(f"{kind} stop: StopInstances called", extra=self._fields(reason))
+        return True
 
     def _stop(self) -> None:
         if self._ec2 is None:

@@ -44,7 +44,10 @@ class Metrics:
         self.idle_stop_in = Gauge(
             "tl_idle_stop_seconds", "Seconds until the idle stop; -1 while the node is busy.", registry=r
         )
-        self.auto_stops = Counter("tl_auto_stops", "Idle stops of the instance.", registry=r)
+        self.auto_stops = Counter("tl_auto_stops", "Idle stops of the instance (StopInstances called).", registry=r)
+        self.backend_stops = Counter(
+            "tl_backend_not_ready_stops", "Stops because the model server never became ready.", registry=r
+        )
         self.backend_up = Gauge("tl_backend_up", "1 when the model server answers.", registry=r)
         for status in ("done", "failed", "expired"):
             self.jobs.labels(status)

@@ -75,3 +75,34 @@ def test_dry_run_only_logs(stack: Stack, standin: StandInServer) -> None:
     agent = stack.start_agent(standin.url, **{**IDLE_3S, "TL_STOP_MODE": "dry-run"})
     wait_until(lambda: "would stop the instance" in agent.log_path.read_text(), 15, "a dry-run stop")
     assert stack.node_state() == "running"
+
+
+def auto_stops(metrics_port: int) -> dict[str, float]:
+    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+    counters = ("tl_auto_stops_total", "tl_backend_not_ready_stops_total")
+    return {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line.startswith(counters)}
+
+
+def test_a_dry_run_stop_is_not_counted_as_a_stop(stack: Stack, standin: StandInServer) -> None:
+    port = free_port()
+    agent = stack.start_agent(standin.url, TL_METRICS_PORT=str(port), **{**IDLE_3S, "TL_STOP_MODE": "dry-run"})
+    wait_until(lambda: "idle stop (dry run): would stop" in agent.log_path.read_text(), 15, "a dry-run stop")
+    assert auto_stops(port) == {"tl_auto_stops_total": 0.0, "tl_backend_not_ready_stops_total": 0.0}
+
+
+def test_a_model_server_that_never_comes_up_stops_the_node_under_its_own_name(stack: Stack) -> None:
+    """Not an idle stop: its own log line and counter (tl_backend_not_ready_stops, BackendNotReadyStops), and
+    AutoStops stays 0 — the dashboard tells a node that idled from one that never served."""
+    port = free_port()
+    nothing_there = f"http://127.0.0.1:{free_port()}"
+    agent = stack.start_agent(nothing_there, wait=False, TL_METRICS_PORT=str(port), TL_STOP_MODE="stop",
+                              TL_BACKEND_START_TIMEOUT_S="2")  # fmt: skip
+    wait_until(lambda: stack.node_state() == "stopped", 30, "the node to stop")
+    log = agent.log_path.read_text()
+    assert "backend never became ready; stopping the node" in log
+    assert "backend not ready stop: StopInstances called" in log and "idle stop" not in log
+    wait_until(lambda: bool(auto_stops(port)), 10, "the agent's metrics")
+    assert auto_stops(port) == {"tl_auto_stops_total": 0.0, "tl_backend_not_ready_stops_total": 1.0}
+    cloudwatch = stack.cloudwatch()
+    assert cloudwatch.list_metrics(Namespace="TLFIF", MetricName="BackendNotReadyStops")["Metrics"]
+    assert not cloudwatch.list_metrics(Namespace="TLFIF", MetricName="AutoStops")["Metrics"]

@@ -19,6 +19,7 @@ import pytest
 import redis
 
 from devstack.ansible import PLAYBOOK, play
+from devstack.deploy import NOTHING_LEFT, leftovers, teardown
 from devstack.edge import id_token
 from devstack.fullstack import AGENT, HUB_FILE, HUB_REPO, INFERENCE, FullStack
 from devstack.procs import venv_tool, wait_until
@@ -172,3 +173,13 @@ def test_killing_the_agent_inside_the_node_mid_job_still_gives_one_reply(whole: 
     assert reply["attempts"] == 2
     assert reply["output"].strip()
     assert whole.stack.reply_versions(job_id) == 1
+
+
+def test_teardown_after_the_whole_path_leaves_nothing_of_it(whole: FullStack) -> None:
+    """Last, as it removes what the others use: the documented teardown, run as the operator under enforced IAM
+    after a deploy from an empty account, a converge and replies, finds nothing of the project left — the weights'
+    copy, the replies and the Redis secrets included."""
+    before = leftovers(whole.stack)
+    assert whole.deployment.reply_bucket in before["buckets"] and before["instances"] and before["functions"]
+    teardown(whole.stack, whole.workdir / "teardown.log", delete_data=True, strict=True)
+    assert leftovers(whole.stack) == NOTHING_LEFT

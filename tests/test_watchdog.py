@@ -10,12 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from devstack.procs import venv_tool
+from devstack.procs import role_default, venv_tool
 from devstack.stack import Stack
 from jobqueue import contract
-from node_agent.watchdog import decide
+from node_agent.watchdog import STALE_S, decide
 
 IID = "i-0123456789abcdef0"
+
+
+def test_the_roles_stale_limit_is_the_watchdogs_own_default() -> None:
+    assert role_default("watchdog", "watchdog_stale_s") == STALE_S == 300  # EC2-503's five minutes
 
 
 def test_a_fresh_heartbeat_is_ok_and_clears_the_stale_clock() -> None:
