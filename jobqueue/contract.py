@@ -199,8 +199,10 @@ def build_reply(
     ttft_s: float | None = None,
     started_at: float | None = None,
     finished_at: float,
+    shape: str | None = None,
 ) -> dict[str, Any]:
-    """The reply document. Timings are in milliseconds: queued (created → claimed), ttft, total (claim → end)."""
+    """The reply document. Timings are in milliseconds: queued (created → claimed), ttft, total (claim → end);
+    ``shape`` is the node's shape that ran the job (``tl-shape``), which the figures depend on."""
 
     def ms(seconds: float | None) -> float | None:
         return None if seconds is None else round(seconds * 1000, 1)
@@ -222,5 +224,6 @@ def build_reply(
             "queued_ms": ms(claimed_at - created_at) if claimed_at and created_at else None,
             "ttft_ms": ms(ttft_s),
             "total_ms": ms(finished_at - started_at) if started_at else None,
+            "shape": shape,
         },
     }

@@ -8,6 +8,7 @@ import os
 import socket
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import boto3
 import redis.asyncio
@@ -23,6 +24,7 @@ from node_agent.instance import Identity, InstanceError, Stopper, imds_identity
 from node_agent.metrics import CloudWatchPublisher, Metrics
 from node_agent.replies import ReplyStore
 from node_agent.settings import Settings, SettingsError
+from node_agent.shape import SHAPE_ENV, read_env_file
 
 log = logging.getLogger("node_agent")
 AWS_THREADS = 4
@@ -92,7 +94,9 @@ async def amain(settings: Settings) -> None:
 
 def main() -> int:
     try:
-        settings = Settings.from_env()
+        # the shape tl-shape chose at this boot wins over the converged settings: one image serves both shapes
+        shape_file = Path(os.environ.get("TL_SHAPE_ENV") or SHAPE_ENV)
+        settings = Settings.from_env({**os.environ, **read_env_file(shape_file)})
     except SettingsError as exc:
         print(f"tl-node-agent: {exc}", file=sys.stderr)
         return 2

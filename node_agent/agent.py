@@ -60,6 +60,8 @@ class Agent:
         self.cloudwatch = cloudwatch
         self.adopter = adopter
         self.life = Life()
+        if settings.shape:
+            metrics.shape.labels(settings.shape).set(1)
         self.heartbeat_ttl_s = max(int(settings.heartbeat_s * 3), 1)
         idle = IdleClock(settings.idle_s)
         self.idle = idle
@@ -81,6 +83,7 @@ class Agent:
                 "version": __version__,
                 "consumer": self.queue.consumer,
                 "concurrency": self.s.max_concurrency,
+                "shape": self.s.shape or None,
             },
         )
         await retry("connect to Redis", self.queue.ensure_group)
@@ -228,6 +231,8 @@ class Agent:
             "idle_stop_in_s": None if remaining is None else round(remaining, 1),
             "at": time.time(),
             "version": __version__,
+            "shape": self.s.shape or None,
+            "instance_type": self.s.instance_type or None,
         }
         try:
             await self.queue.publish_heartbeat(payload, self.heartbeat_ttl_s)

@@ -34,8 +34,11 @@ class Identity:
     region: str | None
 
 
-async def imds_identity(endpoint: str | None = None, timeout_s: float = 2.0, tries: int = 3) -> Identity:
-    """Instance id and region from IMDSv2 (session token first), at botocore's standard endpoint variable."""
+async def imds_read(
+    names: list[str], endpoint: str | None = None, timeout_s: float = 2.0, tries: int = 3
+) -> dict[str, str]:
+    """``/latest/meta-data/<name>`` for each name, from IMDSv2 (session token first) at botocore's standard
+    endpoint variable; a name IMDS does not answer is left out, the first is required."""
     base = (endpoint or os.environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT") or IMDS_DEFAULT).rstrip("/")
     last = ""
     async with httpx.AsyncClient(base_url=base, timeout=timeout_s) as http:
@@ -47,14 +50,28 @@ async def imds_identity(endpoint: str | None = None, timeout_s: float = 2.0, tri
                 )
                 token.raise_for_status()
                 headers = {"X-aws-ec2-metadata-token": token.text}
-                iid = await http.get("/latest/meta-data/instance-id", headers=headers)
-                iid.raise_for_status()
-                region = await http.get("/latest/meta-data/placement/region", headers=headers)
-                return Identity(iid.text.strip(), region.text.strip() if region.is_success else None)
+                found = {}
+                for i, name in enumerate(names):
+                    answer = await http.get(f"/latest/meta-data/{name}", headers=headers)
+                    if i == 0:
+                        answer.raise_for_status()
+                    if answer.is_success:
+                        found[name] = answer.text.strip()
             except httpx.HTTPError as exc:
                 last = f"{type(exc).__name__}: {exc}"
                 await asyncio.sleep(0.5 * (attempt + 1))
-    raise InstanceError(f"cannot read the instance id from IMDSv2 at {base}: {last}; set TL_INSTANCE_ID")
+            else:
+                return found
+    raise InstanceError(f"cannot read {names[0]} from IMDSv2 at {base}: {last}")
+
+
+async def imds_identity(endpoint: str | None = None, timeout_s: float = 2.0, tries: int = 3) -> Identity:
+    """Instance id and region from IMDSv2."""
+    try:
+        found = await imds_read(["instance-id", "placement/region"], endpoint, timeout_s, tries)
+    except InstanceError as exc:
+        raise InstanceError(f"{exc}; set TL_INSTANCE_ID") from None
+    return Identity(found["instance-id"], found.get("placement/region"))
 
 
 class Stopper:

@@ -183,6 +183,7 @@ class JobRunner:
             claimed_at=claimed_at,
             started_at=started_wall,
             finished_at=now,
+            shape=self.s.shape or None,
             **fields,
         )
 

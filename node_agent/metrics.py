@@ -49,6 +49,7 @@ class Metrics:
             "tl_backend_not_ready_stops", "Stops because the model server never became ready.", registry=r
         )
         self.backend_up = Gauge("tl_backend_up", "1 when the model server answers.", registry=r)
+        self.shape = Gauge("tl_shape", "1 for the shape this boot runs as (tl-shape).", ["shape"], registry=r)
         for status in ("done", "failed", "expired"):
             self.jobs.labels(status)
         self.gpu = NvmlCollector.create()

@@ -62,6 +62,10 @@ SETTINGS: Final = {
         "Consumer name in the queue group; empty: the instance id (stable across restarts).",
     ),
     "log_level": Setting("TL_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR."),
+    "shape": Setting(
+        "TL_SHAPE", "", "The shape this boot runs as (`tl-shape` writes it); reported in heartbeat, metrics, replies."
+    ),
+    "instance_type": Setting("TL_INSTANCE_TYPE", "", "The instance type `tl-shape` read from IMDSv2 (reported)."),
 }
 
 
@@ -109,6 +113,8 @@ class Settings:
     cloudwatch: bool
     consumer: str
     log_level: str
+    shape: str
+    instance_type: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -22,6 +22,8 @@ pytestmark = [
 
 @pytest.fixture
 def deployed(fresh_stack: Stack, tmp_path: Path) -> Iterator[Stack]:
+    # the shared stack's own instance is the tests', not the deploy's: only the deploy's may be left to find
+    fresh_stack.ec2().terminate_instances(InstanceIds=[fresh_stack.instance_id])
     deploy(fresh_stack, create_user_pool(fresh_stack), tmp_path / "deploy", "127.0.0.1")
     s3 = fresh_stack.s3()
     s3.put_object(Bucket=fresh_stack.bucket, Key="replies/00000000-0000-4000-8000-000000000000.json", Body=b"{}")
