@@ -34,7 +34,7 @@ CHECKOV := $(CACHE)/checkov-$(CHECKOV_VERSION)/bin/checkov
 PYTEST := $(BIN)/python -m pytest
 CODE := node_agent jobqueue lambdas tlcli devstack tests bench roles molecule scripts/ssm-run
 
-.PHONY: help deps sysdeps images lint test test-fast coverage demo bench bench-router bench-cost lambda-package lambda-deploy teardown molecule clean
+.PHONY: help deps sysdeps images lint test test-fast coverage demo bench bench-coldstart bench-router bench-cost lambda-package lambda-deploy teardown molecule clean
 
 help:
 	@echo "make demo       start the local stack, send a prompt, print the model's reply from S3"
@@ -42,6 +42,7 @@ help:
 	@echo "make test-fast  only the tests that start no server"
 	@echo "make bench      the agent benchmark (bench/agent.py)"
 	@echo "make bench-router  the router benchmark (bench/router.py)"
+	@echo "make bench-coldstart  the cold-start budget, term by term (bench/coldstart.py)"
 	@echo "make bench-cost  the monthly cost at rest and per running hour (bench/cost.py)"
 	@echo "make lambda-package  one reproducible zip per function under build/"
 	@echo "make molecule   every role's Molecule scenario (podman, systemd Debian 12)"
@@ -173,6 +174,9 @@ lambda-package:
 # Ship the zips to AWS (the lambda_deploy role); the builder shape's tl-build-lambdas runs this.
 lambda-deploy: lambda-package $(VENV)/.ansible
 	$(BIN)/ansible-playbook playbooks/lambdas.yml
+
+bench-coldstart: deps
+	$(BIN)/python bench/coldstart.py
 
 bench-router: $(VENV)/.installed
 	$(BIN)/python bench/router.py
