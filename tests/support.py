@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import threading
 import time
@@ -173,3 +175,47 @@ def emf_metrics(text: str) -> list[dict[str, Any]]:
         if line.startswith("{") and '"_aws"' in line:
             found.append(json.loads(line))
     return found
+
+
+# The attack corpus: tokens every door must refuse with 403 (the router's, the node's), built from the pool's
+# key and a stranger's key of the same kid.
+def none_token() -> str:
+    return jwt.encode({"sub": "x", "iss": ISSUER, "aud": AUDIENCE, "token_use": "id", "exp": 2**40, "iat": 1},
+                      None, algorithm="none")  # fmt: skip
+
+
+def _tampered(token: str) -> str:
+    head, payload, sig = token.split(".")
+    claims = jwt.utils.base64url_decode(payload).replace(b'"alice"', b'"mallo"')
+    return ".".join([head, jwt.utils.base64url_encode(claims).decode(), sig])
+
+
+def _hs256_with_public_key(key: SigningKey) -> str:
+    """The classic confusion attack, built by hand (PyJWT itself refuses to sign it)."""
+    head = jwt.utils.base64url_encode(json.dumps({"alg": "HS256", "typ": "JWT", "kid": key.kid}).encode())
+    payload = key.token().split(".")[1].encode()
+    signing_input = head + b"." + payload
+    signature = hmac.new(key.public_pem(), signing_input, hashlib.sha256).digest()
+    return (signing_input + b"." + jwt.utils.base64url_encode(signature)).decode()
+
+
+ATTACKS = {
+    "alg none": lambda k, s: none_token(),
+    "HS256 signed with the public key": lambda k, s: _hs256_with_public_key(k),
+    "expired": lambda k, s: k.token(exp=int(time.time()) - 60),
+    "not yet valid (nbf)": lambda k, s: k.token(nbf=int(time.time()) + 600),
+    "issued in the future (iat)": lambda k, s: k.token(iat=int(time.time()) + 600),
+    "wrong issuer": lambda k, s: k.token(iss="https://cognito-idp.eu-central-1.amazonaws.com/other-pool"),
+    "wrong audience": lambda k, s: k.token(aud="another-client"),
+    "access token (token_use)": lambda k, s: k.token(token_use="access"),
+    "no token_use": lambda k, s: k.token(token_use=None),
+    "no exp": lambda k, s: k.token(exp=None),
+    "unknown kid": lambda k, s: k.token(headers={"kid": "key-2"}),
+    "signed by another key": lambda k, s: s.token(),
+    "tampered payload": lambda k, s: _tampered(k.token()),
+    "truncated signature": lambda k, s: k.token()[:-20],
+    "not a JWT": lambda k, s: "not.a.jwt",
+    "garbage": lambda k, s: "🦙" * 10,
+    "RS512 header": lambda k, s: jwt.encode({"sub": "x"}, k.private, algorithm="RS512", headers={"kid": k.kid}),
+    "huge": lambda k, s: "a" * 9000,
+}

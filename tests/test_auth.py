@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import time
 
 import jwt
@@ -12,7 +9,7 @@ import pytest
 from jwt.warnings import InsecureKeyLengthWarning
 
 from lambdas.common.auth import AuthError, JwksCache, KeysUnavailable, RsaSha256, Verifier
-from tests.support import AUDIENCE, ISSUER, JwksServer, SigningKey
+from tests.support import ATTACKS, AUDIENCE, ISSUER, JwksServer, SigningKey, none_token
 
 
 @pytest.fixture
@@ -47,48 +44,6 @@ def test_no_token_is_401(verifier: Verifier, header: str | None) -> None:
     assert status_of(verifier, header)[0] == 401
 
 
-def _none_token() -> str:
-    return jwt.encode({"sub": "x", "iss": ISSUER, "aud": AUDIENCE, "token_use": "id", "exp": 2**40, "iat": 1},
-                      None, algorithm="none")  # fmt: skip
-
-
-def _tampered(token: str) -> str:
-    head, payload, sig = token.split(".")
-    claims = jwt.utils.base64url_decode(payload).replace(b'"alice"', b'"mallo"')
-    return ".".join([head, jwt.utils.base64url_encode(claims).decode(), sig])
-
-
-def _hs256_with_public_key(key: SigningKey) -> str:
-    """The classic confusion attack, built by hand (PyJWT itself refuses to sign it)."""
-    head = jwt.utils.base64url_encode(json.dumps({"alg": "HS256", "typ": "JWT", "kid": key.kid}).encode())
-    payload = key.token().split(".")[1].encode()
-    signing_input = head + b"." + payload
-    signature = hmac.new(key.public_pem(), signing_input, hashlib.sha256).digest()
-    return (signing_input + b"." + jwt.utils.base64url_encode(signature)).decode()
-
-
-ATTACKS = {
-    "alg none": lambda k, s: _none_token(),
-    "HS256 signed with the public key": lambda k, s: _hs256_with_public_key(k),
-    "expired": lambda k, s: k.token(exp=int(time.time()) - 60),
-    "not yet valid (nbf)": lambda k, s: k.token(nbf=int(time.time()) + 600),
-    "issued in the future (iat)": lambda k, s: k.token(iat=int(time.time()) + 600),
-    "wrong issuer": lambda k, s: k.token(iss="https://cognito-idp.eu-central-1.amazonaws.com/other-pool"),
-    "wrong audience": lambda k, s: k.token(aud="another-client"),
-    "access token (token_use)": lambda k, s: k.token(token_use="access"),
-    "no token_use": lambda k, s: k.token(token_use=None),
-    "no exp": lambda k, s: k.token(exp=None),
-    "unknown kid": lambda k, s: k.token(headers={"kid": "key-2"}),
-    "signed by another key": lambda k, s: s.token(),
-    "tampered payload": lambda k, s: _tampered(k.token()),
-    "truncated signature": lambda k, s: k.token()[:-20],
-    "not a JWT": lambda k, s: "not.a.jwt",
-    "garbage": lambda k, s: "🦙" * 10,
-    "RS512 header": lambda k, s: jwt.encode({"sub": "x"}, k.private, algorithm="RS512", headers={"kid": k.kid}),
-    "huge": lambda k, s: "a" * 9000,
-}
-
-
 @pytest.mark.parametrize("attack", sorted(ATTACKS))
 def test_every_forged_or_unfit_token_is_403(
     verifier: Verifier, key: SigningKey, stranger: SigningKey, attack: str
@@ -103,7 +58,7 @@ def test_the_reason_names_what_is_wrong(verifier: Verifier, key: SigningKey) -> 
     assert status_of(verifier, key.token(exp=int(time.time()) - 60))[1] == "token expired"
     assert status_of(verifier, key.token(aud="x"))[1] == "wrong audience"
     assert status_of(verifier, key.token(token_use="access"))[1] == "token_use must be id"
-    assert status_of(verifier, _none_token())[1] == "algorithm must be RS256"
+    assert status_of(verifier, none_token())[1] == "algorithm must be RS256"
 
 
 def test_keys_are_read_once_then_cached(verifier: Verifier, jwks: JwksServer, key: SigningKey) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import fnmatch
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,42 @@ MOTO_SKIPS = {
     "identity": {"UserPool", "CliClient", "HostedUiDomain", "AdminGroup"},  # AWS::Cognito::*
 }
 # Behind a switch that is off by default.
+# What EC2 takes in a security group rule's description (EC2 API reference, IpRange / Ipv6Range / UserIdGroupPair
+# Description): "a-z, A-Z, 0-9, spaces, and ._-:/()#,@[]+=&;{}!$*", up to 255 characters. moto takes anything.
+RULE_DESCRIPTION = re.compile(r"^[a-zA-Z0-9 ._\-:/()#,@\[\]+=&;{}!$*]{0,255}$")
+
+
+def rules(template: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Every security group rule of the template, inline or under an Fn::If (both branches)."""
+    found = []
+    for name, resource in template["Resources"].items():
+        props = resource.get("Properties", {})
+        items = props.get("SecurityGroupIngress", []) + props.get("SecurityGroupEgress", [])
+        if resource["Type"] in ("AWS::EC2::SecurityGroupIngress", "AWS::EC2::SecurityGroupEgress"):
+            items = [props]
+        for item in items if isinstance(items, list) else [items]:
+            branches = item["Fn::If"][1:] if isinstance(item, dict) and "Fn::If" in item else [item]
+            found += [(name, b) for b in branches if isinstance(b, dict) and "Ref" not in b]
+    return found
+
+
+def test_every_security_group_rule_description_is_one_ec2_accepts() -> None:
+    described = [(f"{stack}.{name}", rule["Description"]) for stack, template in templates().items()
+                 for name, rule in rules(template) if "Description" in rule]  # fmt: skip
+    assert len(described) >= 8  # the node's and the functions' rules at least
+    bad = [(where, text) for where, text in described if not RULE_DESCRIPTION.match(text)]
+    assert bad == []
+    assert not RULE_DESCRIPTION.match("every request's id token")  # the check can fail: an apostrophe
+
+
+def test_the_node_admits_443_only_with_the_public_door() -> None:
+    group = templates()["node"]["Resources"]["NodeSecurityGroup"]["Properties"]["SecurityGroupIngress"]
+    by_condition = {item["Fn::If"][0]: item["Fn::If"][1] for item in group}
+    assert {c for c, rule in by_condition.items() if rule.get("FromPort") == 443} == {"PublicDoor"}
+    assert templates()["node"]["Parameters"]["PublicEndpoint"]["Default"] == "false"
+    assert all(item["Fn::If"][2] == {"Ref": "AWS::NoValue"} for item in group)  # off: no rule at all
+
+
 SWITCHED_OFF = {"queue": {"Redis", "RedisSecurityGroup", "RedisSubnets", "RedisMemoryAlarm"}}
 
 
@@ -158,6 +195,13 @@ def test_the_stacks_before_the_lambdas_deploy_into_moto(fresh_stack: Stack, tmp_
     assert control["Condition"] == {"StringEquals": {TAG_CONDITION: "tinyllama"}}
     logs = fresh_stack.moto.client("logs").describe_log_groups(logGroupNamePrefix="/aws/lambda/tl-fif-")["logGroups"]
     assert len(logs) == 6 and {g["retentionInDays"] for g in logs} == {30}
+
+    # the public door is closed by default, and the node knows what its check would read
+    node_settings = {name: fresh_stack.ssm().get_parameter(Name=f"/tl-fif/node/{name}")["Parameter"]["Value"]
+                     for name in ("TL_PUBLIC_ENDPOINT", "TL_JWKS_URL", "TL_JWT_ISSUER", "TL_JWT_AUDIENCE")}  # fmt: skip
+    assert node_settings == {"TL_PUBLIC_ENDPOINT": "false", "TL_JWKS_URL": jwks_url,
+                             "TL_JWT_ISSUER": outputs["identity"]["Issuer"],
+                             "TL_JWT_AUDIENCE": outputs["identity"]["ClientId"]}  # fmt: skip
 
     check_the_inventory(fresh_stack, node["InstanceId"], outputs["node"]["ReplyBucket"])
     check_the_functions_copies(fresh_stack, outputs["node"]["ReplyBucket"])

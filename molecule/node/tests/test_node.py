@@ -1,12 +1,73 @@
 """The whole node, converged by playbooks/node.yml in one container, checked on its running state: the real
-model answers through nginx's TLS, the agent serves a queued job with it, the watchdog and the skips are in
-place, and nothing but 443 is open."""
+model answers through nginx's TLS and its public door (a Cognito id token checked by tl-door for each request),
+the agent serves a queued job with it, the watchdog and the skips are in place, and nothing but 443 is open."""
 
 import json
+import os
+import sys
 import time
 import uuid
 
+import pytest
+
+sys.path.insert(0, os.environ["TL_REPO_ROOT"])
+from tests.support import ATTACKS, SigningKey  # the repository's corpus, run from the scenario
+
 SITE_PACKAGES = "/opt/tinyllama/venv/lib/python3.11/site-packages"
+# A client inside the container: method, path, Authorization (or -), JSON body (or -), TLS version (or -).
+# Prints status, the headers that matter, the body or, for a stream, when the first event came and how many.
+CLIENT = r"""
+import json, ssl, sys, time, urllib.error, urllib.request as u
+method, path, auth, body, version = sys.argv[1:6]
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+if version != "-":
+    ctx.minimum_version = ctx.maximum_version = getattr(ssl.TLSVersion, version)
+    ctx.set_ciphers("DEFAULT@SECLEVEL=0")
+headers = {"Content-Type": "application/json"}
+if auth != "-":
+    headers["Authorization"] = auth
+req = u.Request("https://127.0.0.1" + path, None if body == "-" else body.encode(), headers, method=method)
+t = time.time(); out = {}
+try:
+    resp = u.urlopen(req, context=ctx, timeout=60)
+    out["status"] = resp.status
+    if "stream" in body:
+        events = [line for line in resp if line.startswith(b"data:")]
+        out["events"] = len(events); out["first_text"] = events[0].decode()[:200] if events else ""
+    else:
+        out["body"] = json.load(resp)
+    out["hsts"] = resp.headers.get("Strict-Transport-Security")
+except urllib.error.HTTPError as e:
+    out["status"] = e.code; out["www"] = e.headers.get("WWW-Authenticate"); out["text"] = e.read().decode()[:300]
+except (ssl.SSLError, OSError) as e:
+    out["status"] = 0; out["error"] = str(e)
+print(json.dumps(out))
+"""
+COMPLETION = json.dumps({"model": "tinyllama", "prompt": "Paris is the capital of", "max_tokens": 8})
+
+
+def call(host, *, method="POST", path="/v1/completions", auth="-", body=COMPLETION, version="-"):
+    out = host.run("python3 -c %s %s %s %s %s %s", CLIENT, method, path, auth, body, version)
+    assert out.rc == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+@pytest.fixture(scope="module")
+def key(host):
+    """The pool's signing key: its JWKS put where the converge pointed tl-door (the local AWS's S3)."""
+    signing = SigningKey("molecule-key")
+    jwks = json.dumps({"keys": [signing.jwk()]})
+    put = (
+        "import boto3, sys; boto3.client('s3', endpoint_url='http://127.0.0.1:5000', region_name='eu-central-1',"
+        " aws_access_key_id='t', aws_secret_access_key='t').put_object(Bucket='tl-replies',"
+        " Key='config/jwks.json', Body=sys.argv[1].encode())"
+    )
+    assert host.run("/opt/moto/bin/python -c %s %s", put, jwks).rc == 0
+    return signing
+
+
+def bearer(key, **claims):
+    return "Bearer " + key.token(**claims)
 
 
 def test_only_443_faces_the_network(host):
@@ -26,21 +87,57 @@ def test_services(host):
     assert host.process.get(comm="llama-server").user == "tinyllama"
 
 
-def test_a_real_completion_through_nginx_tls(host):
-    body = json.dumps({"model": "tinyllama", "prompt": "Paris is the capital of", "max_tokens": 8})
-    out = host.run(
-        "python3 -c %s",
-        "import json, ssl, urllib.request as u;"
-        "ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE;"
-        "ctx.minimum_version = ssl.TLSVersion.TLSv1_2;"
-        f"r = u.Request('https://127.0.0.1/v1/completions', {body!r}.encode(), {{'Content-Type': 'application/json'}});"
-        "resp = u.urlopen(r, context=ctx, timeout=60);"
-        "print(json.dumps({'hsts': resp.headers['Strict-Transport-Security'], 'body': json.load(resp)}))",
-    )
-    assert out.rc == 0, out.stderr
-    reply = json.loads(out.stdout)
+def test_a_real_completion_through_the_door_with_a_valid_id_token(host, key):
+    reply = call(host, auth=bearer(key))
+    assert reply["status"] == 200, reply
     assert reply["hsts"].startswith("max-age=")
     assert reply["body"]["choices"][0]["text"].strip() and reply["body"]["usage"]["completion_tokens"] > 0
+
+
+def test_a_valid_token_gets_a_streamed_completion(host, key):
+    body = json.dumps({"model": "tinyllama", "prompt": "Once upon a time", "max_tokens": 12, "stream": True})
+    reply = call(host, auth=bearer(key), body=body)
+    assert reply["status"] == 200 and reply["events"] >= 2, reply
+    assert '"text"' in reply["first_text"], reply
+
+
+def test_no_token_is_401_and_the_model_server_is_not_reached(host, key):
+    del key  # the keys are in place: the refusal is the door's, not a missing JWKS
+    reply = call(host)
+    assert reply["status"] == 401, reply
+    assert reply["www"].startswith("Bearer"), reply
+
+
+@pytest.mark.parametrize("attack", sorted(ATTACKS))
+def test_each_token_of_the_attack_corpus_is_refused(host, key, attack):
+    token = ATTACKS[attack](key, SigningKey(key.kid))
+    reply = call(host, auth="Bearer " + token)
+    # the 9,000-byte token is over nginx's header buffers (4 x 8k): nginx itself answers 400 before any check
+    assert reply["status"] in ((400, 401, 403) if attack == "huge" else (401, 403)), (attack, reply)
+
+
+@pytest.mark.parametrize("version", ["TLSv1", "TLSv1_1"])
+def test_tls_1_0_and_1_1_are_refused_at_the_door(host, key, version):
+    reply = call(host, auth=bearer(key), version=version)
+    assert reply["status"] == 0 and reply["error"], reply
+
+
+def test_a_flood_on_one_token_is_limited_with_429(host, key):
+    flood = (
+        "import concurrent.futures as f, ssl, sys, urllib.error, urllib.request as u\n"
+        "ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE\n"
+        "def one(_):\n"
+        "    try:\n"
+        "        return u.urlopen(u.Request('https://127.0.0.1/v1/models', headers={'Authorization': sys.argv[1]}),"
+        " context=ctx, timeout=30).status\n"
+        "    except urllib.error.HTTPError as e:\n"
+        "        return e.code\n"
+        "with f.ThreadPoolExecutor(16) as pool:\n"
+        "    print(sorted(set(pool.map(one, range(60)))))\n"
+    )
+    out = host.run("python3 -c %s %s", flood, bearer(key, sub="flooder"))
+    assert out.rc == 0, out.stderr
+    assert json.loads(out.stdout) == [200, 429], out.stdout  # the burst served, the rest limited
 
 
 def test_the_agent_serves_a_queued_job_with_the_real_model(host):

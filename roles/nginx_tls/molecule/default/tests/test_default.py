@@ -1,14 +1,19 @@
-"""nginx_tls, checked on the running container: TLS versions, HSTS, streaming through the proxy."""
+"""nginx_tls with its defaults (no public door), checked on the running container: loopback only, TLS versions,
+HSTS, streaming through the proxy, no door's check. The public door is checked with the whole node
+(molecule/node), where tl-door comes with the agent's package."""
 
 
 def openssl(host, flags):
     return host.run(f"echo | timeout 10 openssl s_client -connect 127.0.0.1:443 {flags} 2>&1")
 
 
-def test_nginx_listens_on_443_only(host):
+def test_without_the_public_door_nginx_listens_on_loopback_443_only(host):
     assert host.service("nginx").is_running
-    assert host.socket("tcp://0.0.0.0:443").is_listening
-    assert not host.socket("tcp://0.0.0.0:80").is_listening
+    listening = host.socket.get_listening_sockets()
+    assert "tcp://127.0.0.1:443" in listening
+    public = [s for s in listening if s.startswith("tcp://") and not s.startswith(("tcp://127.", "tcp://::1"))]
+    assert public == [], public
+    assert not host.file("/etc/systemd/system/tl-door.service").exists
 
 
 def test_tls_1_2_and_1_3_are_served_and_1_1_is_refused(host):
