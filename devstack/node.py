@@ -6,7 +6,7 @@ systemd, supervisor, llama-server and the agent coming up as they do on EC2. It 
 the build machine at its address on the podman bridge, where ``Stack(host=…)`` makes them listen. The queue is
 the node's own Redis (the queue_redis role), as with ``aws_stack_queue: node``: the container keeps one address on
 the bridge across stop and start, as an instance keeps its private address, and the certificate names it. Nothing
-in the container listens beyond it but nginx on 443 and Redis (TLS only) on 6379.
+in the container listens beyond it but Redis (TLS only) on 6379: nginx is on loopback, the public door closed.
 """
 
 from __future__ import annotations
