@@ -85,4 +85,3 @@ def test_the_stages_access_log_is_json_with_a_request_id_and_only_http_api_varia
     assert isinstance(json.loads(sample), dict)
     assert stage["Properties"]["DefaultRouteSettings"]["ThrottlingRateLimit"] > 0
     assert RESOURCES["AccessLogs"]["Properties"]["RetentionInDays"] > 0
-

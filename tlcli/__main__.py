@@ -29,6 +29,8 @@ import httpx
 from tlcli.tokens import LoginError, hosted_ui_login, load_token, password_login, save_token
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+TRANSIENT = frozenset({429, 502, 503, 504})
+"""Answers of GET /result that say "not now", not "never": waited out while a job is followed."""
 
 
 class ApiError(Exception):
@@ -83,8 +85,17 @@ def follow(api: Api, job_id: str, out: TextIO, err: TextIO, *, timeout_s: float,
     started = time.monotonic()
     shown = ""
     last_status = ""
+    backoff = poll_s
     while time.monotonic() - started < timeout_s:
-        code, data, _ = api.call("GET", f"/result/{job_id}")
+        code, data, headers = api.call("GET", f"/result/{job_id}")
+        if code in TRANSIENT:
+            # The job is safe (in Redis or parked in S3); the API could not say how it is right now — a node
+            # booting, the queue a moment away, a throttle. Ask again, more slowly, until the timeout.
+            print(f"result not available yet ({code}): {data.get('message', data)}; asking again", file=err, flush=True)
+            backoff = min(max(backoff * 2, 0.5), 5.0)
+            time.sleep(float(headers.get("retry-after", backoff)) if code == 429 else backoff)  # noqa: PLR2004
+            continue
+        backoff = poll_s
         if code != 200:  # noqa: PLR2004
             print(f"result not available ({code}): {data.get('message', data)}", file=err)
             return EXIT_UNAVAILABLE
