@@ -24,8 +24,8 @@ if version != "-":
     ctx.minimum_version = ctx.maximum_version = getattr(ssl.TLSVersion, version)
     ctx.set_ciphers("DEFAULT@SECLEVEL=0")
 headers = {"Content-Type": "application/json"}
-if auth != "-":
-    headers["Authorization"] = auth
+if auth != "-":  # the header's bytes as given (UTF-8 garbage too): http.client sends str as latin-1
+    headers["Authorization"] = auth.encode().decode("latin-1")
 req = u.Request("https://127.0.0.1" + path, None if body == "-" else body.encode(), headers, method=method)
 t = time.time(); out = {}
 try:
@@ -55,7 +55,7 @@ def call(host, *, method="POST", path="/v1/completions", auth="-", body=COMPLETI
 @pytest.fixture(scope="module")
 def key(host):
     """The pool's signing key: its JWKS put where the converge pointed tl-door (the local AWS's S3)."""
-    signing = SigningKey("molecule-key")
+    signing = SigningKey(f"molecule-{uuid.uuid4().hex[:8]}")  # a new kid: a door that read other keys reads again
     jwks = json.dumps({"keys": [signing.jwk()]})
     put = (
         "import boto3, sys; boto3.client('s3', endpoint_url='http://127.0.0.1:5000', region_name='eu-central-1',"
