@@ -14,7 +14,7 @@ import pytest
 from devstack.procs import Process, free_port, venv_tool, wait_until
 from tests.support import ATTACKS, AUDIENCE, ISSUER, JwksServer, SigningKey
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]  # starts tl-door processes
 
 
 def door_env(jwks_url: str, port: int) -> dict[str, str]:
