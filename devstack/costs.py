@@ -35,8 +35,9 @@ FREE_AT_REST: Final = frozenset(
     {
         "AWS::EC2::VPC", "AWS::EC2::VPCCidrBlock", "AWS::EC2::InternetGateway", "AWS::EC2::VPCGatewayAttachment",
         "AWS::EC2::EgressOnlyInternetGateway", "AWS::EC2::Subnet", "AWS::EC2::RouteTable", "AWS::EC2::Route",
-        "AWS::EC2::SubnetRouteTableAssociation", "AWS::EC2::SecurityGroup", "AWS::IAM::Role",
-        "AWS::IAM::InstanceProfile", "AWS::S3::Bucket", "AWS::Logs::LogGroup", "AWS::Logs::QueryDefinition",
+        "AWS::EC2::SubnetRouteTableAssociation", "AWS::EC2::SecurityGroup", "AWS::EC2::SecurityGroupIngress",
+        "AWS::IAM::Role", "AWS::IAM::InstanceProfile", "AWS::S3::Bucket", "AWS::Logs::LogGroup",
+        "AWS::Logs::QueryDefinition",
         "AWS::Cognito::UserPool", "AWS::Cognito::UserPoolClient", "AWS::Cognito::UserPoolDomain",
         "AWS::Cognito::UserPoolGroup", "AWS::ApiGatewayV2::Api", "AWS::ApiGatewayV2::Authorizer",
         "AWS::ApiGatewayV2::Integration", "AWS::ApiGatewayV2::Route", "AWS::ApiGatewayV2::Stage",
