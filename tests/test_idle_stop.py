@@ -26,9 +26,12 @@ def test_idle_node_stops_itself_and_counts_the_stop(stack: Stack, standin: Stand
     log = agent.log_path.read_text()
     assert "idle stop: StopInstances called" in log
     assert "with no job, empty queue, idle backend" in log
-    assert "tl_auto_stops_total 1.0" in httpx.get(f"http://127.0.0.1:{port}/metrics").text
-    metrics = stack.cloudwatch().list_metrics(Namespace="TLFIF", MetricName="AutoStops")["Metrics"]
-    assert metrics, "AutoStops was not sent to CloudWatch"
+    # counted once StopInstances went through, so just after the instance's state changes: waited for, briefly
+    wait_until(lambda: "tl_auto_stops_total 1.0" in httpx.get(f"http://127.0.0.1:{port}/metrics").text, 5,
+               "the stop to be counted")  # fmt: skip
+    cloudwatch = stack.cloudwatch()
+    wait_until(lambda: bool(cloudwatch.list_metrics(Namespace="TLFIF", MetricName="AutoStops")["Metrics"]), 5,
+               "AutoStops to be sent to CloudWatch")  # fmt: skip
 
 
 def test_node_does_not_stop_while_a_job_runs_and_stays_warm_as_the_job_asked(
@@ -101,8 +104,9 @@ def test_a_model_server_that_never_comes_up_stops_the_node_under_its_own_name(st
     log = agent.log_path.read_text()
     assert "backend never became ready; stopping the node" in log
     assert "backend not ready stop: StopInstances called" in log and "idle stop" not in log
-    wait_until(lambda: bool(auto_stops(port)), 10, "the agent's metrics")
+    wait_until(lambda: auto_stops(port).get("tl_backend_not_ready_stops_total") == 1.0, 10, "the stop counted")
     assert auto_stops(port) == {"tl_auto_stops_total": 0.0, "tl_backend_not_ready_stops_total": 1.0}
     cloudwatch = stack.cloudwatch()
-    assert cloudwatch.list_metrics(Namespace="TLFIF", MetricName="BackendNotReadyStops")["Metrics"]
+    wait_until(lambda: bool(cloudwatch.list_metrics(Namespace="TLFIF", MetricName="BackendNotReadyStops")["Metrics"]),
+               5, "BackendNotReadyStops to be sent")  # fmt: skip
     assert not cloudwatch.list_metrics(Namespace="TLFIF", MetricName="AutoStops")["Metrics"]
