@@ -168,10 +168,10 @@ def deploy(stack: Stack, pool: UserPool, workdir: Path, node_address: str, opera
 
 def teardown(stack: Stack, log: Path, *, delete_data: bool, strict: bool = False) -> subprocess.CompletedProcess[str]:
     """``playbooks/teardown.yml`` against the local AWS, as an operator runs it (``-e teardown_delete_data``);
-    returns its output. moto's CloudFormation leaves two kinds of resource behind that AWS's deletes
-    (``clear_what_motos_cloudformation_leaves``): they are removed first. ``strict``: the local AWS enforces IAM,
-    and the functions are deleted with its access control paused, as they were shipped (moto's SigV4 check fails
-    Lambda's REST calls)."""
+    returns its run, a failure is a StackError. moto's CloudFormation leaves two kinds of resource behind that
+    AWS's deletes (``clear_what_motos_cloudformation_leaves``): they are removed first. ``strict``: the local AWS
+    enforces IAM, and the functions are deleted with its access control paused, as they were shipped (moto's
+    SigV4 check fails Lambda's REST calls)."""
     clear_what_motos_cloudformation_leaves(stack)
     with (stack.moto.iam_paused("moto cannot verify SigV4 on Lambda's REST paths") if strict
           else contextlib.nullcontext()):  # fmt: skip
@@ -203,13 +203,16 @@ def clear_what_motos_cloudformation_leaves(stack: Stack) -> None:
         ec2.delete_route_table(RouteTableId=table["RouteTableId"])
 
 
-def leftovers(stack: Stack) -> dict[str, Any]:
+def leftovers(stack: Stack, *, strict: bool = False) -> dict[str, Any]:
     """What of the project is in the local AWS: stacks, functions, SSM parameters (AWS's public ones aside),
     buckets (the shared test stack's own aside, ``devstack.stack.BUCKET``), images, log groups, and instances
-    not terminated."""
+    not terminated. ``strict``: the local AWS enforces IAM, and the functions are listed with its access control
+    paused (moto's SigV4 check fails Lambda's REST calls), as ``teardown`` deletes them."""
     cf = stack.moto.client("cloudformation")
     stacks = [s["StackName"] for s in cf.list_stacks()["StackSummaries"] if s["StackStatus"] != "DELETE_COMPLETE"]
-    functions = [f["FunctionName"] for f in stack.moto.client("lambda").list_functions()["Functions"]]
+    with (stack.moto.iam_paused("moto cannot verify SigV4 on Lambda's REST paths") if strict
+          else contextlib.nullcontext()):  # fmt: skip
+        functions = [f["FunctionName"] for f in stack.moto.client("lambda").list_functions()["Functions"]]
     pages = stack.ssm().get_paginator("describe_parameters").paginate()
     parameters = [p["Name"] for page in pages for p in page["Parameters"] if not p["Name"].startswith("/aws/")]
     buckets = [b["Name"] for b in stack.s3().list_buckets()["Buckets"] if b["Name"] != BUCKET]

@@ -4,9 +4,11 @@ nginx passes on, a valid id token 204 with the user."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -23,15 +25,24 @@ def door_env(jwks_url: str, port: int) -> dict[str, str]:
             "TL_JWT_AUDIENCE": AUDIENCE}  # fmt: skip
 
 
-@pytest.fixture
-def door(jwks: JwksServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@contextlib.contextmanager
+def running_door(jwks_url: str, workdir: Path) -> Iterator[str]:
+    """tl-door as its own process, reading the keys at ``jwks_url``; yields its URL once it listens."""
     port = free_port()
-    process = Process("tl-door", [venv_tool("tl-door")], tmp_path_factory.mktemp("door"), door_env(jwks.url, port))
+    process = Process("tl-door", [venv_tool("tl-door")], workdir, door_env(jwks_url, port))
     process.start()
     url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: process.check_alive() is None and answers(url), 20, "tl-door to listen")
-    yield url
-    process.stop()
+    try:
+        wait_until(lambda: process.check_alive() is None and answers(url), 20, "tl-door to listen")
+        yield url
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def door(jwks: JwksServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with running_door(jwks.url, tmp_path_factory.mktemp("door")) as url:
+        yield url
 
 
 def answers(url: str) -> bool:
@@ -72,16 +83,10 @@ def test_every_token_of_the_attack_corpus_is_403(door: str, signing_key: Signing
 def test_unreadable_keys_are_an_error_never_an_open_door(
     signing_key: SigningKey, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    port = free_port()
     nowhere = f"http://127.0.0.1:{free_port()}/jwks.json"
-    process = Process("tl-door", [venv_tool("tl-door")], tmp_path_factory.mktemp("door"), door_env(nowhere, port))
-    process.start()
-    try:
-        wait_until(lambda: answers(f"http://127.0.0.1:{port}"), 20, "tl-door to listen")
-        answer = verify(f"http://127.0.0.1:{port}", "Bearer " + signing_key.token())
-        assert answer.status_code == httpx.codes.SERVICE_UNAVAILABLE  # nginx: anything but 2xx/401/403 is a 500
-    finally:
-        process.stop()
+    with running_door(nowhere, tmp_path_factory.mktemp("door")) as url:
+        answer = verify(url, "Bearer " + signing_key.token())
+    assert answer.status_code == httpx.codes.SERVICE_UNAVAILABLE  # nginx: anything but 2xx/401/403 is a 500
 
 
 def test_only_verify_is_served(door: str) -> None:

@@ -176,10 +176,7 @@ def test_teardown_after_the_whole_path_leaves_nothing_of_it(whole: FullStack) ->
     """Last, as it removes what the others use: the documented teardown, run as the operator under enforced IAM
     after a deploy from an empty account, a converge and replies, finds nothing of the project left — the weights'
     copy, the replies and the Redis secrets included."""
-    moto = whole.stack.moto
-    with moto.iam_paused("moto cannot verify SigV4 on Lambda's REST paths (the leftovers list the functions)"):
-        before = leftovers(whole.stack)
+    before = leftovers(whole.stack, strict=True)
     assert whole.deployment.reply_bucket in before["buckets"] and before["instances"] and before["functions"]
     teardown(whole.stack, whole.workdir / "teardown.log", delete_data=True, strict=True)
-    with moto.iam_paused("moto cannot verify SigV4 on Lambda's REST paths (the leftovers list the functions)"):
-        assert leftovers(whole.stack) == NOTHING_LEFT
+    assert leftovers(whole.stack, strict=True) == NOTHING_LEFT
