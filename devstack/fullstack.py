@@ -31,6 +31,7 @@ import redis
 from devstack.deploy import Deployment, deploy
 from devstack.edge import LocalEdgeServer, UserPool, create_user, create_user_pool
 from devstack.hub import HubServer
+from devstack.imds import ImdsServer
 from devstack.node import (
     NodeContainer,
     bridge_gateway,
@@ -42,7 +43,7 @@ from devstack.node import (
     podman,
 )
 from devstack.procs import StackError, wait_until
-from devstack.servers import ensure_model
+from devstack.servers import AWS_REGION, ensure_model
 from devstack.stack import Stack
 from jobqueue.inbox import Inbox
 from jobqueue.queue import JobQueue
@@ -50,7 +51,9 @@ from lambdas.common.redis_client import with_secrets
 
 T = TypeVar("T")
 AGENT: str = "tl-node-agent"  # the supervisor program (roles/node_agent)
-INFERENCE: str = "tl-inference"
+# the shapes' model servers (tl_shapes, inventory/group_vars/all.yml): tl-shape starts one at each boot
+INFERENCE: str = "tl-inference-builder"
+GPU_INFERENCE: str = "tl-inference-gpu"
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,7 @@ class FullStack:
         self._pool: UserPool | None = None
         self._deployment: Deployment | None = None
         self._hub: HubServer | None = None
+        self._imds: ImdsServer | None = None
         self._operator = ""
 
     # What open() makes, in order; reading one before it is made is a StackError.
@@ -142,6 +146,14 @@ class FullStack:
         self.stack.start()
         self._operator = self.stack.moto.enforce_iam()
         self._hub = HubServer({HUB_REPO: {HUB_FILE: ensure_model()}}, host=self.stack.moto.host).start()
+        # the node's instance metadata: the type its instance has in the local AWS now, as EC2's IMDS answers
+        self._imds = ImdsServer(lambda: self.stack.instance_id, self.instance_type, AWS_REGION,
+                                host=self.stack.moto.host).start()  # fmt: skip
+
+    def instance_type(self) -> str:
+        ec2 = self.stack.ec2()
+        found = ec2.describe_instances(InstanceIds=[self.stack.instance_id])["Reservations"][0]["Instances"][0]
+        return found["InstanceType"]
 
     def _container(self) -> None:
         ensure_image(self.node.image)
@@ -153,7 +165,7 @@ class FullStack:
         sha256 = self.hub.sha256(HUB_REPO, HUB_FILE)
         hub = {"endpoint": self.hub.url, "repo": HUB_REPO, "file": HUB_FILE, "sha256": sha256}
         settings = {**node_settings(self.stack, self.deployment, package), "credentials": node_role, "model": "",
-                    "hub": hub}  # fmt: skip
+                    "hub": hub, "imds": _made(self._imds, "the IMDS stand-in").url}  # fmt: skip
         converge(self.stack, self.node, settings, self.workdir / "converge.log")
         self.node.wait_supervised(AGENT)
 
@@ -214,6 +226,8 @@ class FullStack:
             self._stack.stop()
         if self._hub is not None:
             self._hub.stop()
+        if self._imds is not None:
+            self._imds.stop()
 
     def __enter__(self) -> FullStack:
         try:

@@ -76,6 +76,9 @@ def build_wheel(target: Path) -> Path:
     return next(target.glob("tinyllama_shape-*.whl"))
 
 
+PCI_STANDIN = "/var/lib/tl-pci-standin"
+
+
 class NodeContainer:
     """``address``: a fixed address on the bridge (empty: whatever podman hands out)."""
 
@@ -133,6 +136,21 @@ class NodeContainer:
 
     def remove(self) -> None:
         podman("rm", "--force", "--time", "10", self.name, check=False)
+
+    def unit_active(self, unit: str) -> bool:
+        return self.exec("systemctl", "is-active", unit, check=False).stdout.strip() == "active"
+
+    def stand_in_gpu(self, present: bool) -> None:
+        """An NVIDIA T4 on the container's PCI bus as tl-shape reads it (sysfs ``vendor`` and ``class``), or none:
+        a systemd drop-in points tl-shape at a stand-in bus. Takes effect at the next boot."""
+        device = f"{PCI_STANDIN}/0000:00:1e.0"  # a T4: NVIDIA's vendor id, a 3D controller
+        t4 = f"mkdir {device} && echo 0x10de > {device}/vendor && echo 0x030200 > {device}/class && "
+        self.sh(
+            f"rm -rf {PCI_STANDIN} && mkdir -p {PCI_STANDIN} /etc/systemd/system/tl-shape.service.d && "
+            + (t4 if present else "")
+            + f"printf '[Service]\\nEnvironment=TL_SYSFS_PCI={PCI_STANDIN}\\n' "
+            "> /etc/systemd/system/tl-shape.service.d/pci-standin.conf"
+        )
 
     def supervised_pid(self, program: str) -> int:
         """The pid of a supervisor program, 0 while it is not running."""

@@ -84,6 +84,7 @@ class Agent:
                 "consumer": self.queue.consumer,
                 "concurrency": self.s.max_concurrency,
                 "shape": self.s.shape or None,
+                "backend_start_timeout_s": self.s.backend_start_timeout_s,
             },
         )
         await retry("connect to Redis", self.queue.ensure_group)

@@ -49,6 +49,7 @@ SYSFS_PCI: Final = Path("/sys/bus/pci/devices")
 # Held equal to roles/nvidia/library/nvidia_gpu_facts.py by tests/test_shape.py: the same GPUs, seen the same way.
 NVIDIA_VENDOR: Final = "0x10de"
 DISPLAY_CLASS: Final = "0x03"  # PCI class 0x03xxxx: display controllers (the T4 reports 0x0302, 3D)
+UNKNOWN_TYPE: Final = "unknown"
 SHAPE_SETTINGS: Final = ("TL_MODEL", "TL_MAX_CONCURRENCY", "TL_BACKEND_START_TIMEOUT_S")
 """What a shape may set for the agent; anything else in a shape's env is a mistake in the table."""
 
@@ -182,10 +183,15 @@ def main() -> int:
     logs.setup(os.environ.get("TL_LOG_LEVEL", "INFO"))
     try:
         shapes = Shapes.load(Path(os.environ.get("TL_SHAPES_FILE") or SHAPES_FILE))
-        kind = os.environ.get("TL_INSTANCE_TYPE") or asyncio.run(instance_type())
-    except (ShapeError, InstanceError) as exc:
+    except ShapeError as exc:
         log.error("no shape chosen", extra={"error": str(exc)})
         return 2
+    try:
+        kind = os.environ.get("TL_INSTANCE_TYPE") or asyncio.run(instance_type())
+    except InstanceError as exc:
+        # a node that cannot ask IMDS still serves: the GPU shape where a GPU shows, else the CPU shape
+        log.error("instance type unknown", extra={"error": str(exc)})
+        kind = UNKNOWN_TYPE
     gpus = find_gpus(Path(os.environ.get("TL_SYSFS_PCI") or SYSFS_PCI))
     shape, why = shapes.choose(kind, gpus)
     target = Path(os.environ.get("TL_SHAPE_ENV") or SHAPE_ENV)

@@ -1,7 +1,7 @@
 """The whole path end to end, as ``make demo`` runs it (``devstack.fullstack``): the AWS stacks and Lambdas deployed
 into the local AWS by their playbooks, the node converged with ``playbooks/site.yml`` and ``inventory/local.yml``
 in a systemd container, and prompts sent through the HTTP API. Nothing is stood in for: the model is llama-server
-with Gemma 3 270M inside the container, under supervisor beside the agent, as on the builder shape; the queue is
+with Gemma 3 270M inside the container, the builder shape's server, started by tl-shape at boot; the queue is
 the node's own Redis (``aws_stack_queue: node``), reached by the router over TLS as its ACL user."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import redis
 
 from devstack.ansible import PLAYBOOK, play
 from devstack.deploy import NOTHING_LEFT, leftovers, teardown
-from devstack.edge import id_token
-from devstack.fullstack import AGENT, HUB_FILE, HUB_REPO, INFERENCE, FullStack
+from devstack.edge import create_user, id_token
+from devstack.fullstack import AGENT, GPU_INFERENCE, HUB_FILE, HUB_REPO, INFERENCE, FullStack
 from devstack.procs import venv_tool, wait_until
 from lambdas.package import FUNCTIONS
 from tests.support import PASSWORD
@@ -95,7 +95,7 @@ def test_from_the_network_the_node_answers_redis_over_tls_and_nothing_else(whole
     """The public door closed (aws_stack_public_endpoint off, the default): nginx on loopback only; from the
     network only the queue's Redis answers, and only over TLS."""
     node = whole.node
-    assert node.supervised_pid(AGENT) > 0 and node.supervised_pid(INFERENCE) > 0
+    assert node.supervised_pid(AGENT) > 0 and node.unit_active(INFERENCE)
     address = node.address()
     assert address == node.fixed_address  # the address the Redis certificate names
     for port in (22, 80, 443, 8000, 9108, 9110):  # no SSH, no door; model, metrics and tl-door on loopback only
@@ -170,6 +170,69 @@ def test_killing_the_agent_inside_the_node_mid_job_still_gives_one_reply(whole: 
     assert reply["attempts"] == 2
     assert reply["output"].strip()
     assert whole.stack.reply_versions(job_id) == 1
+
+
+def resize(whole: FullStack, token: str, target: str) -> None:
+    """``POST /resize`` as an admin (inline here: the local AWS stops at once), then the container shut down and
+    booted as EC2 stops and starts the instance."""
+    done = httpx.post(f"{whole.edge.url}/resize", params={"target": target},
+                      headers={"authorization": f"Bearer {token}"}, timeout=120)  # fmt: skip
+    assert (done.status_code, done.json()["status"]) == (200, "resized"), done.text
+    assert whole.instance_type() == target and whole.stack.node_state() == "running"
+    whole.node.shut_down()
+    whole.node.boot()
+    whole.node.wait_supervised(AGENT)
+
+
+def shape_env(whole: FullStack) -> dict[str, str]:
+    text = whole.node.exec("cat", "/run/tinyllama/shape.env", check=False).stdout
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def test_a_resize_boots_the_one_image_as_the_gpu_shape_and_back_as_the_builder(whole: FullStack) -> None:
+    """The shape is chosen at boot, by the node: resized to g4dn.xlarge, with a stand-in T4 on the container's PCI
+    bus, the same converged container starts the vLLM unit with the GPU shape's arguments, and the agent waits for
+    it with the GPU shape's start timeout and says the shape (vLLM itself cannot run here). Resized back to
+    t3.small, the builder's llama-server serves, and tl says which shape answered. No Ansible run in between."""
+    node = whole.node
+    if not node.running():
+        node.boot()
+    env = {**whole.tl_env(), "TL_TOKEN_FILE": str(whole.workdir / "admin-token.json")}
+    create_user(whole.stack, whole.pool, "e2e-admin", PASSWORD, admin=True)
+    tl = venv_tool("tl")
+    subprocess.run([tl, "login", "--password", "--username", "e2e-admin"], env=env, check=True, capture_output=True,
+                   timeout=60)  # fmt: skip
+    token = subprocess.run([tl, "token"], env=env, check=True, capture_output=True, text=True).stdout.strip()
+    whole.stack.moto.quotas.applied["L-DB2E81BA"] = 4  # the G vCPU quota an operator has asked AWS for
+    node.stand_in_gpu(present=True)
+
+    resize(whole, token, "g4dn.xlarge")
+    wait_until(lambda: shape_env(whole).get("TL_SHAPE") == "gpu", 60, "tl-shape to choose the GPU shape")
+    assert shape_env(whole) == {"TL_SHAPE": "gpu", "TL_INSTANCE_TYPE": "g4dn.xlarge", "TL_MAX_CONCURRENCY": "16",
+                                "TL_BACKEND_START_TIMEOUT_S": "900"}  # fmt: skip
+    argv = node.exec("systemctl", "show", "--property=ExecStart", "--value", GPU_INFERENCE).stdout
+    assert "/opt/tinyllama/vllm-venv/bin/vllm ; argv[]=/opt/tinyllama/vllm-venv/bin/vllm serve" in argv, argv
+    for flag in ("--dtype half", "--max-num-seqs 16", "--max-model-len 4096", "--host 127.0.0.1 --port 8000"):
+        assert flag in argv, (flag, argv)
+    left_inactive = node.exec("systemctl", "show", "--property=InactiveExitTimestampMonotonic", "--value",
+                              GPU_INFERENCE).stdout.strip()  # fmt: skip
+    assert int(left_inactive or 0) > 0, "tl-shape did not start the GPU shape's server at this boot"
+    assert not node.unit_active(INFERENCE)  # the builder's llama-server is not started in the GPU shape
+    agent = [json.loads(line) for line in whole.node_log("agent.log") if '"agent starting"' in line][-1]
+    assert (agent["shape"], agent["concurrency"], agent["backend_start_timeout_s"]) == ("gpu", 16, 900.0), agent
+    beat = whole.queue().heartbeat()
+    assert beat is not None and (beat["shape"], beat["instance_type"], beat["state"]) == (
+        "gpu", "g4dn.xlarge", "starting"), beat  # fmt: skip
+
+    resize(whole, token, "t3.small")
+    wait_until(lambda: shape_env(whole).get("TL_SHAPE") == "builder", 60, "tl-shape to choose the builder")
+    assert shape_env(whole)["TL_INSTANCE_TYPE"] == "t3.small"
+    assert not node.unit_active(GPU_INFERENCE)
+    out = subprocess.run([tl, "infer", "Name a colour.", "--max-tokens", "12", "--poll", "0.25"], env=env,
+                         capture_output=True, text=True, timeout=240, check=False)  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "done:" in out.stderr and "on the builder shape" in out.stderr, out.stderr
+    assert node.unit_active(INFERENCE)
 
 
 def test_teardown_after_the_whole_path_leaves_nothing_of_it(whole: FullStack) -> None:

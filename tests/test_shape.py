@@ -173,10 +173,17 @@ def test_a_broken_table_no_metadata_or_a_refused_start_says_why(tmp_path: Path, 
     refused = run_shape(tmp_path, imds, table(start=failing), bus)
     assert refused.returncode == 1 and "Unit tl-inference-llama.service not found." in refused.stdout
 
+    # no metadata: the node still serves, as the CPU shape, or as the GPU one where a GPU shows; the log says why
     imds.stop()
     lost = run_shape(tmp_path, imds, table(start=recorder(tmp_path)), bus)
-    assert lost.returncode == 2 and "cannot read instance-type from IMDSv2" in lost.stdout
-    assert not (tmp_path / "started").exists()
+    assert lost.returncode == 0 and "cannot read instance-type from IMDSv2" in lost.stdout, lost.stdout
+    assert (tmp_path / "started").read_text().split() == ["tl-inference-llama"]
+    written = shape.read_env_file(tmp_path / "run" / "shape.env")
+    assert (written["TL_SHAPE"], written["TL_INSTANCE_TYPE"]) == ("builder", "unknown")
+    (tmp_path / "started").unlink()
+    t4 = pci(tmp_path / "with-gpu", **{"0000:00:1e.0": T4})
+    lost = run_shape(tmp_path, imds, table(start=recorder(tmp_path)), t4)
+    assert lost.returncode == 0 and (tmp_path / "started").read_text().split() == ["tl-inference-vllm"]
 
 
 @pytest.mark.slow

@@ -127,7 +127,9 @@ def finish(data: dict[str, Any], shown: str, out: TextIO, err: TextIO) -> int:
     timings = reply.get("timings") or {}
     usage = reply.get("usage") or {}
     print(
-        f"{data['status']}: {usage.get('completion_tokens', '?')} tokens from {reply.get('model', '?')}; "
+        f"{data['status']}: {usage.get('completion_tokens', '?')} tokens from {reply.get('model', '?')}"
+        + (f" on the {timings['shape']} shape" if timings.get("shape") else "")
+        + "; "
         f"queued {timings.get('queued_ms')} ms, first token {timings.get('ttft_ms')} ms, "
         f"total {timings.get('total_ms')} ms" + (f"; error: {data['error']}" if data.get("error") else ""),
         file=err,

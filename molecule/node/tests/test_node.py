@@ -81,10 +81,28 @@ def test_only_443_faces_the_network(host):
 def test_services(host):
     assert host.service("nginx").is_running
     status = host.run("supervisorctl status").stdout
-    assert "tl-inference" in status and "tl-node-agent" in status, status
-    assert status.count("RUNNING") == 2, status
+    assert "tl-node-agent" in status and status.count("RUNNING") == 1, status
     assert host.service("tl-watchdog.timer").is_running
     assert host.process.get(comm="llama-server").user == "tinyllama"
+
+
+def test_the_image_has_both_shapes_and_this_boot_is_the_builder(host):
+    """One image: both shapes' servers are units, neither started by systemd itself; tl-shape chose the builder
+    (told t3.small: Molecule has no IMDS) and started its llama-server; the agent runs with that shape."""
+    table = json.loads(host.file("/etc/tinyllama/shapes.json").content_string)
+    assert table["families"]["g4dn"] == "gpu" and table["families"]["t3"] == "builder"
+    assert table["shapes"]["gpu"] == {"gpu": True, "units": ["tl-inference-gpu"],
+                                      "env": {"TL_BACKEND_START_TIMEOUT_S": "900", "TL_MAX_CONCURRENCY": "16"}}
+    assert host.service("tl-shape").is_enabled
+    for unit in ("tl-inference-builder", "tl-inference-gpu"):
+        assert host.file(f"/etc/systemd/system/{unit}.service").exists
+        assert not host.service(unit).is_enabled, unit
+    assert host.service("tl-inference-builder").is_running
+    assert not host.service("tl-inference-gpu").is_running
+    env = host.file("/run/tinyllama/shape.env").content_string
+    assert "TL_SHAPE=builder\n" in env and "TL_INSTANCE_TYPE=t3.small\n" in env, env
+    argv = host.run("systemctl show --property=ExecStart --value tl-inference-gpu").stdout
+    assert "vllm serve" in argv and "--dtype half" in argv, argv
 
 
 def test_a_real_completion_through_the_door_with_a_valid_id_token(host, key):
