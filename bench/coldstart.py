@@ -42,7 +42,7 @@ MIB = 1024 * 1024
 # gp3's baseline throughput, which the node's root volume has (no throughput is provisioned: it would cost at
 # rest): "Valid range: 125 - 1000 MiB/s", default 125 (Amazon EBS volume types; EC2 API EbsBlockDevice).
 GP3_BASELINE_MIB_S = 125
-# The GPU shape's default weights (inventory/group_vars/gpu.yml): Qwen/Qwen2.5-7B-Instruct-AWQ, its two
+# The GPU shape's default weights (tl_shapes.gpu, playbooks/group_vars/all.yml): Qwen/Qwen2.5-7B-Instruct-AWQ, its two
 # safetensors files as the Hub lists them, ~5.58 GB.
 GPU_WEIGHTS_BYTES = 5_580_000_000
 PARKED = 5

@@ -51,7 +51,7 @@ from lambdas.common.redis_client import with_secrets
 
 T = TypeVar("T")
 AGENT: str = "tl-node-agent"  # the supervisor program (roles/node_agent)
-# the shapes' model servers (tl_shapes, inventory/group_vars/all.yml): tl-shape starts one at each boot
+# the shapes' model servers (tl_shapes, playbooks/group_vars/all.yml): tl-shape starts one at each boot
 INFERENCE: str = "tl-inference-builder"
 GPU_INFERENCE: str = "tl-inference-gpu"
 
