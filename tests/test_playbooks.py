@@ -33,7 +33,7 @@ def test_resize_refuses_a_held_node_and_a_bad_shape(fresh_stack: Stack) -> None:
     assert held.returncode != 0 and "held by the budget killer" in held.stdout
     assert fresh_stack.node()["InstanceType"] == "t3.small"
     bad = play(fresh_stack, "resize.yml", shape="huge")
-    assert bad.returncode != 0 and "Say which shape: -e shape=gpu|builder" in bad.stdout
+    assert bad.returncode != 0 and "Say which shape: -e shape=builder|gpu" in bad.stdout
 
 
 def test_bake_images_the_node_publishes_the_id_and_keeps_the_newest(fresh_stack: Stack) -> None:

@@ -91,8 +91,11 @@ def test_the_image_has_both_shapes_and_this_boot_is_the_builder(host):
     (told t3.small: Molecule has no IMDS) and started its llama-server; the agent runs with that shape."""
     table = json.loads(host.file("/etc/tinyllama/shapes.json").content_string)
     assert table["families"]["g4dn"] == "gpu" and table["families"]["t3"] == "builder"
-    assert table["shapes"]["gpu"] == {"gpu": True, "units": ["tl-inference-gpu"],
-                                      "env": {"TL_BACKEND_START_TIMEOUT_S": "900", "TL_MAX_CONCURRENCY": "16"}}
+    assert table["shapes"]["gpu"] == {
+        "gpu": True,
+        "units": ["tl-inference-gpu"],
+        "env": {"TL_BACKEND_START_TIMEOUT_S": "900", "TL_MAX_CONCURRENCY": "16"},
+    }
     assert host.service("tl-shape").is_enabled
     for unit in ("tl-inference-builder", "tl-inference-gpu"):
         assert host.file(f"/etc/systemd/system/{unit}.service").exists
