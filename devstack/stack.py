@@ -203,7 +203,8 @@ class Stack:
 
     # ------------------------------------------------------------ jobs and replies
 
-    def submit(self, prompt: str, **fields: Any) -> Job:
+    def submit(self, prompt: str | None, **fields: Any) -> Job:
+        """Queue a job as the router would: a prompt, or ``prompt=None`` with ``messages=[...]``."""
         job = contract.new_job(prompt, fields.pop("owner", "demo-user"), **fields)
         self.queue().enqueue(job)
         return job

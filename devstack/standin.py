@@ -2,8 +2,9 @@
 that need exact control over the backend (peak concurrency, an error chunk after HTTP 200).
 
 It speaks the same wire format as vLLM: ``/health``, ``/v1/models``, ``/metrics`` with
-``vllm:num_requests_running``/``waiting``, and ``/v1/completions`` streamed as SSE ending in ``data: [DONE]``.
-``GET /stats`` reports the peak number of requests it served at once.
+``vllm:num_requests_running``/``waiting``, and ``/v1/completions`` and ``/v1/chat/completions`` streamed as SSE
+ending in ``data: [DONE]`` (text chunks, or a chat's ``delta`` chunks). ``GET /stats`` reports the peak number of
+requests it served at once and the last request's path and body.
 
 A prompt containing ``[[error-chunk]]`` gets an ``error`` object as a ``data:`` chunk after HTTP 200, as vLLM
 sends when the engine fails mid-stream.
@@ -30,6 +31,7 @@ class StandIn:
         self.running = 0
         self.peak = 0
         self.served = 0
+        self.last: dict[str, Any] = {}
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -66,16 +68,18 @@ class StandIn:
         elif method == "GET" and path == "/v1/models":
             await self._json(writer, {"object": "list", "data": [{"id": MODEL, "object": "model"}]})
         elif method == "GET" and path == "/stats":
-            await self._json(writer, {"peak": self.peak, "served": self.served, "running": self.running})
+            stats = {"peak": self.peak, "served": self.served, "running": self.running, "last": self.last}
+            await self._json(writer, stats)
         elif method == "GET" and path == "/metrics":
             text = f"vllm:num_requests_running {self.running}\nvllm:num_requests_waiting 0\n"
             await self._send(writer, 200, "text/plain; version=0.0.4", text.encode())
-        elif method == "POST" and path == "/v1/completions":
-            await self._complete(writer, json.loads(body))
+        elif method == "POST" and path in ("/v1/completions", "/v1/chat/completions"):
+            self.last = {"path": path, "body": json.loads(body)}
+            await self._complete(writer, self.last["body"], chat=path.endswith("/chat/completions"))
         else:
             await self._json(writer, {"error": {"message": f"no route {method} {path}"}}, status=404)
 
-    async def _complete(self, writer: asyncio.StreamWriter, req: dict[str, Any]) -> None:
+    async def _complete(self, writer: asyncio.StreamWriter, req: dict[str, Any], *, chat: bool) -> None:
         self.running += 1
         self.peak = max(self.peak, self.running)
         try:
@@ -84,12 +88,18 @@ class StandIn:
             pause = self.latency_s / self.chunks
             for i in range(self.chunks):
                 await asyncio.sleep(pause)
-                if "[[error-chunk]]" in req.get("prompt", "") and i == 1:
+                if "[[error-chunk]]" in json.dumps(req.get("prompt") or req.get("messages")) and i == 1:
                     await self._event(writer, {"error": {"message": "engine died", "type": "InternalServerError"}})
                     break
                 last = i == self.chunks - 1
-                choice = {"index": 0, "text": f" tok{i}", "finish_reason": "length" if last else None}
-                await self._event(writer, {"id": "cmpl-standin", "object": "text_completion", "created": created,
+                finish = "length" if last else None
+                if chat:
+                    delta = {"content": f" tok{i}", **({"role": "assistant"} if i == 0 else {})}
+                    choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+                else:
+                    choice = {"index": 0, "text": f" tok{i}", "finish_reason": finish}
+                kind = "chat.completion.chunk" if chat else "text_completion"
+                await self._event(writer, {"id": "cmpl-standin", "object": kind, "created": created,
                                            "model": MODEL, "choices": [choice]})  # fmt: skip
             else:
                 usage = {"prompt_tokens": 4, "completion_tokens": self.chunks, "total_tokens": 4 + self.chunks}

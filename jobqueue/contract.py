@@ -23,7 +23,15 @@ RESULT_TTL_S: Final = 86_400
 """How long the settled status of a job stays in Redis (the reply itself lives in S3)."""
 REPLY_STREAM_TTL_S: Final = 600
 """How long the live partial text of a job stays readable after its last update."""
-MAX_PROMPT_BYTES: Final = 6144
+MAX_INPUT_BYTES: Final = 6144
+"""The most UTF-8 bytes of a job's input: the prompt, or all the messages' content together."""
+MESSAGE_ROLES: Final = ("system", "user", "assistant")
+MAX_MESSAGES: Final = 64
+MAX_STOP: Final = 4
+"""Stop sequences per job (OpenAI's limit)."""
+MAX_SEED: Final = 2**32 - 1
+"""Seeds both backends take: llama-server's is 32-bit."""
+TEMPERATURE_MAX: Final = 2.0
 MAX_QUEUE_LENGTH: Final = 1000
 DEAD_LETTER_LENGTH: Final = 1000
 IDLE_MINUTES_MIN: Final = 1
@@ -88,34 +96,67 @@ def reply_object_key(job_id: str) -> str:
     return f"replies/{job_id}.json"
 
 
+class Message(TypedDict):
+    role: str
+    content: str
+
+
 class Job(TypedDict):
+    """One request. Its input is ``prompt`` (a completion) or ``messages`` (a chat, OpenAI's format), never both."""
+
     v: int
     id: str
-    prompt: str
+    prompt: NotRequired[str]
+    messages: NotRequired[list[Message]]
     idle_minutes: int
     reply_key: str
     created_at: float
     owner: str
     max_tokens: NotRequired[int]
     temperature: NotRequired[float]
+    top_p: NotRequired[float]
+    stop: NotRequired[list[str]]
+    seed: NotRequired[int]
 
+
+INPUT_PROPERTIES: Final[dict[str, Any]] = {
+    "prompt": {"type": "string", "minLength": 1, "maxLength": MAX_INPUT_BYTES},
+    "messages": {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": MAX_MESSAGES,
+        "items": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["role", "content"],
+            "properties": {"role": {"enum": list(MESSAGE_ROLES)}, "content": {"type": "string"}},
+        },
+    },
+    "max_tokens": {"type": "integer", "minimum": 1, "maximum": MAX_TOKENS_LIMIT},
+    "temperature": {"type": "number", "minimum": 0, "maximum": TEMPERATURE_MAX},
+    "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+    "stop": {"type": "array", "maxItems": MAX_STOP, "items": {"type": "string", "minLength": 1}},
+    "seed": {"type": "integer", "minimum": 0, "maximum": MAX_SEED},
+}
+"""What a request may ask for: the job's input and sampling fields. The router's ``POST /infer`` schema is built
+from these (``lambdas/router/schema.py``), so the API and the job cannot disagree."""
+SAMPLING_FIELDS: Final = ("temperature", "top_p", "stop", "seed")
+"""Passed to the model server as they are (``max_tokens`` has the agent's default)."""
 
 JOB_SCHEMA: Final[dict[str, Any]] = {
     "$schema": "http://json-schema.org/draft-07/schema#",
     "title": "tinyllama-shape job",
     "type": "object",
     "additionalProperties": False,
-    "required": ["v", "id", "prompt", "idle_minutes", "reply_key", "created_at", "owner"],
+    "required": ["v", "id", "idle_minutes", "reply_key", "created_at", "owner"],
     "properties": {
         "v": {"const": SCHEMA_VERSION},
         "id": {"type": "string", "pattern": f"^{_UUID4}$"},
-        "prompt": {"type": "string", "minLength": 1, "maxLength": MAX_PROMPT_BYTES},
+        **INPUT_PROPERTIES,
         "idle_minutes": {"type": "integer", "minimum": IDLE_MINUTES_MIN, "maximum": IDLE_MINUTES_MAX},
         "reply_key": {"type": "string", "pattern": f"^replies/{_UUID4}\\.json$"},
         "created_at": {"type": "number", "minimum": 0},
         "owner": {"type": "string", "minLength": 1, "maxLength": 128},
-        "max_tokens": {"type": "integer", "minimum": 1, "maximum": MAX_TOKENS_LIMIT},
-        "temperature": {"type": "number", "minimum": 0, "maximum": 2},
     },
 }
 
@@ -123,7 +164,41 @@ _validate_schema = fastjsonschema.compile(JOB_SCHEMA)
 
 
 class JobError(ValueError):
-    """A job that breaks the contract; the message says which field and why."""
+    """A job that breaks the contract; the message says which field and why (``field``)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+def schema_error(exc: fastjsonschema.JsonSchemaValueException, whole: str) -> JobError:
+    """A schema error as the field at fault (``messages[0].role``) and why; ``whole`` names the document."""
+    name = exc.name or "data"
+    field = name.removeprefix("data.") if name != "data" else whole
+    return JobError(field, exc.message.removeprefix(name + " "))
+
+
+def check_input(data: dict[str, Any]) -> None:
+    """The rules of a request's input that a schema cannot express (after the schema passed): ``prompt`` or
+    ``messages``, exactly one; the byte cap over the whole input; text that is valid Unicode."""
+    has_prompt, has_messages = "prompt" in data, "messages" in data
+    if has_prompt == has_messages:
+        raise JobError("prompt", "give either prompt or messages" + (", not both" if has_prompt else ""))
+    texts = [("prompt", data["prompt"])] if has_prompt else [
+        (f"messages[{i}].content", m["content"]) for i, m in enumerate(data["messages"])
+    ]  # fmt: skip
+    size = 0
+    for field, text in texts:
+        try:
+            size += len(text.encode("utf-8"))
+        except UnicodeEncodeError:  # a lone surrogate escaped in the JSON (\ud800) is not text
+            raise JobError(field, "not valid Unicode text") from None
+    where = "prompt" if has_prompt else "messages"
+    if size > MAX_INPUT_BYTES:
+        raise JobError(where, f"must be at most {MAX_INPUT_BYTES} bytes of UTF-8 in all, got {size}")
+    if size == 0:
+        raise JobError(where, "has no text")
 
 
 def validate(job: object) -> Job:
@@ -131,15 +206,16 @@ def validate(job: object) -> Job:
     try:
         _validate_schema(job)
     except fastjsonschema.JsonSchemaValueException as exc:
-        name = exc.name or "data"
-        field = name.removeprefix("data.") if name != "data" else "job"
-        raise JobError(f"{field}: {exc.message.removeprefix(name + ' ')}") from None
+        raise schema_error(exc, "job") from None
     checked = cast(Job, job)
-    if len(checked["prompt"].encode("utf-8")) > MAX_PROMPT_BYTES:
-        raise JobError(f"prompt: must be at most {MAX_PROMPT_BYTES} bytes of UTF-8")
+    check_input(cast(dict[str, Any], checked))
     if checked["reply_key"] != reply_object_key(checked["id"]):
-        raise JobError(f"reply_key: must be {reply_object_key(checked['id'])}")
+        raise JobError("reply_key", f"must be {reply_object_key(checked['id'])}")
     return checked
+
+
+def is_chat(job: Job) -> bool:
+    return "messages" in job
 
 
 def decode(raw: str | bytes) -> Job:
@@ -147,7 +223,7 @@ def decode(raw: str | bytes) -> Job:
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise JobError(f"job: not valid JSON ({exc})") from None
+        raise JobError("job", f"not valid JSON ({exc})") from None
     return validate(data)
 
 
@@ -156,30 +232,33 @@ def encode(job: Job) -> str:
 
 
 def new_job(
-    prompt: str,
+    prompt: str | None,
     owner: str,
     *,
+    messages: list[Message] | None = None,
     idle_minutes: int = DEFAULT_IDLE_MINUTES,
     max_tokens: int | None = None,
     temperature: float | None = None,
+    top_p: float | None = None,
+    stop: list[str] | None = None,
+    seed: int | None = None,
     job_id: str | None = None,
     now: float | None = None,
 ) -> Job:
-    """Build a valid job (raises JobError naming the field when an argument breaks the contract)."""
+    """Build a valid job from a prompt or chat messages (raises JobError naming the field when an argument breaks
+    the contract)."""
     jid = job_id or str(uuid.uuid4())
     job: dict[str, Any] = {
         "v": SCHEMA_VERSION,
         "id": jid,
-        "prompt": prompt,
         "idle_minutes": idle_minutes,
         "reply_key": reply_object_key(jid),
         "created_at": time.time() if now is None else now,
         "owner": owner,
     }
-    if max_tokens is not None:
-        job["max_tokens"] = max_tokens
-    if temperature is not None:
-        job["temperature"] = temperature
+    optional = {"prompt": prompt, "messages": messages, "max_tokens": max_tokens, "temperature": temperature,
+                "top_p": top_p, "stop": stop, "seed": seed}  # fmt: skip
+    job.update({name: value for name, value in optional.items() if value is not None})
     return validate(job)
 
 
@@ -192,6 +271,7 @@ def build_reply(
     model: str | None = None,
     usage: dict[str, int] | None = None,
     finish_reason: str | None = None,
+    chat: bool = False,
     error: str | None = None,
     attempts: int = 0,
     created_at: float | None = None,
@@ -202,12 +282,13 @@ def build_reply(
     shape: str | None = None,
 ) -> dict[str, Any]:
     """The reply document. Timings are in milliseconds: queued (created → claimed), ttft, total (claim → end);
-    ``shape`` is the node's shape that ran the job (``tl-shape``), which the figures depend on."""
+    ``shape`` is the node's shape that ran the job (``tl-shape``), which the figures depend on. A chat job's reply
+    also carries the assistant's ``message`` (OpenAI's shape); ``output`` is its text either way."""
 
     def ms(seconds: float | None) -> float | None:
         return None if seconds is None else round(seconds * 1000, 1)
 
-    return {
+    reply: dict[str, Any] = {
         "id": job_id,
         "status": status,
         "owner": owner,
@@ -227,3 +308,6 @@ def build_reply(
             "shape": shape,
         },
     }
+    if chat:
+        reply["message"] = {"role": "assistant", "content": output}
+    return reply

@@ -97,12 +97,12 @@ class Parked:
         try:
             data = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise JobError(f"parked job: not valid JSON ({exc})") from None
+            raise JobError("parked job", f"not valid JSON ({exc})") from None
         if not isinstance(data, dict) or data.get("v") != ENVELOPE_VERSION:
-            raise JobError(f"parked job: not a version {ENVELOPE_VERSION} envelope")
+            raise JobError("parked job", f"not a version {ENVELOPE_VERSION} envelope")
         parked_at = data.get("parked_at")
         if not isinstance(parked_at, int | float):
-            raise JobError("parked job: parked_at must be a number")
+            raise JobError("parked job", "parked_at must be a number")
         slot = data.get("slot")
         return cls(contract.validate(data.get("job")), float(parked_at), slot if isinstance(slot, str) else None,
                    str(data.get("reason", "")))  # fmt: skip

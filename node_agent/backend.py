@@ -13,6 +13,8 @@ from typing import Any, Final
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from jobqueue.contract import SAMPLING_FIELDS, Job, is_chat
+
 log = logging.getLogger("node_agent.backend")
 
 # Requests running and waiting, by server: vLLM, then llama.cpp's llama-server (with --metrics).
@@ -86,6 +88,16 @@ def parse_chunk(data: str) -> dict[str, Any]:
     return chunk
 
 
+def request_for(model: str, job: Job, max_tokens: int) -> tuple[str, dict[str, Any]]:
+    """The model server's path and streamed request body for a job: its input and sampling fields as they are."""
+    body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "stream": True,
+                            "stream_options": {"include_usage": True}}  # fmt: skip
+    body.update({name: job[name] for name in SAMPLING_FIELDS if name in job})
+    if is_chat(job):
+        return "/v1/chat/completions", {**body, "messages": job["messages"]}
+    return "/v1/completions", {**body, "prompt": job["prompt"]}
+
+
 def absorb(result: Completion, chunk: dict[str, Any]) -> str:
     """Add one streamed chunk to the completion; returns the text it carried."""
     result.model = chunk.get("model") or result.model
@@ -93,7 +105,9 @@ def absorb(result: Completion, chunk: dict[str, Any]) -> str:
         result.usage = {k: int(v) for k, v in chunk["usage"].items() if isinstance(v, int)}
     text = ""
     for choice in chunk.get("choices") or []:
-        text += choice.get("text") or ""
+        # /v1/completions streams `text`, /v1/chat/completions a `delta` with the assistant's `content`
+        delta = choice.get("delta") or {}
+        text += choice.get("text") or (delta.get("content") if isinstance(delta, dict) else "") or ""
         result.finish_reason = choice.get("finish_reason") or result.finish_reason
     result.text += text
     return text
@@ -148,24 +162,16 @@ class Backend:
     async def complete(
         self,
         model: str,
-        prompt: str,
+        job: Job,
         max_tokens: int,
-        temperature: float | None,
         on_text: Callable[[str], Awaitable[None]] | None = None,
     ) -> Completion:
-        """Stream one completion; returns it whole, or raises BackendError with the reason."""
-        body: dict[str, Any] = {
-            "model": model,
-            "prompt": prompt,
-            "max_tokens": max_tokens,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-        if temperature is not None:
-            body["temperature"] = temperature
+        """Stream one job's completion — a chat job from ``/v1/chat/completions``, a prompt from
+        ``/v1/completions`` — and return it whole, or raise BackendError with the reason."""
+        path, body = request_for(model, job, max_tokens)
         for attempt, backoff in enumerate((*CONNECT_BACKOFF_S, None)):
             try:
-                return await self._stream(body, on_text)
+                return await self._stream(path, body, on_text)
             except (httpx.ConnectError, httpx.ConnectTimeout, _Unavailable) as exc:
                 # Not there yet (refused, or 503 while a restarted server loads its model): wait, don't fail.
                 if backoff is None:
@@ -176,10 +182,12 @@ class Backend:
                 await asyncio.sleep(backoff)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _stream(self, body: dict[str, Any], on_text: Callable[[str], Awaitable[None]] | None) -> Completion:
+    async def _stream(
+        self, path: str, body: dict[str, Any], on_text: Callable[[str], Awaitable[None]] | None
+    ) -> Completion:
         started = time.monotonic()
         result = Completion(model=body["model"])
-        async with self._http.stream("POST", "/v1/completions", json=body) as response:
+        async with self._http.stream("POST", path, json=body) as response:
             if response.status_code != httpx.codes.OK:
                 detail = (await response.aread()).decode(errors="replace")[:300]
                 if response.status_code == httpx.codes.SERVICE_UNAVAILABLE:

@@ -17,7 +17,7 @@ from typing import Any
 import redis.exceptions
 
 from jobqueue import contract
-from jobqueue.contract import Job, JobError, build_reply
+from jobqueue.contract import Job, JobError, build_reply, is_chat
 from jobqueue.queue import AsyncJobQueue, Attempt, Entry
 from node_agent.aio import RETRY_MAX_S, TRANSIENT, retry
 from node_agent.backend import Backend, BackendError
@@ -123,11 +123,7 @@ class JobRunner:
         started = time.monotonic()
         try:
             completion = await self.backend.complete(
-                self.model,
-                job["prompt"],
-                job.get("max_tokens", self.s.default_max_tokens),
-                job.get("temperature"),
-                on_text=partial.add,
+                self.model, job, job.get("max_tokens", self.s.default_max_tokens), on_text=partial.add
             )
             await partial.flush()
         except BackendError as exc:
@@ -157,6 +153,7 @@ class JobRunner:
             model=completion.model,
             usage=completion.usage,
             finish_reason=completion.finish_reason,
+            chat=is_chat(job),
             ttft_s=completion.ttft_s,
         )
         await self._settle(entry, reply, job=job, raw=attempt.raw)

@@ -15,6 +15,7 @@ from devstack.procs import free_port, wait_until
 from devstack.servers import AWS_REGION, MotoServer
 from devstack.stack import BUCKET, Stack, StandInServer, wait_reply
 from jobqueue import contract
+from jobqueue.queue import partial_text
 
 pytestmark = pytest.mark.slow
 
@@ -35,6 +36,28 @@ def test_job_gets_a_done_reply_with_output_usage_and_timings(stack: Stack, stand
     assert 0 < timings["ttft_ms"] < timings["total_ms"]
     assert timings["total_ms"] >= 500 * 0.9  # the backend takes 0.5 s
     assert reply["error"] is None
+
+
+def test_a_chat_job_goes_to_chat_completions_and_its_reply_carries_the_message(
+    stack: Stack, standin: StandInServer
+) -> None:
+    stack.start_agent(standin.url)
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello"}]
+    job = stack.submit(None, messages=messages, max_tokens=16, top_p=0.5, stop=["\n"], seed=3)
+    reply = stack.wait_reply(job["id"], 20)
+    assert reply["status"] == "done", reply["error"]
+    text = "".join(f" tok{i}" for i in range(8))
+    assert (reply["output"], reply["message"], reply["finish_reason"]) == (
+        text, {"role": "assistant", "content": text}, "length"
+    )  # fmt: skip
+    sent = httpx.get(f"{standin.url}/stats").json()["last"]
+    assert sent["path"] == "/v1/chat/completions"
+    assert (sent["body"]["messages"], sent["body"]["top_p"], sent["body"]["stop"], sent["body"]["seed"]) == (
+        messages, 0.5, ["\n"], 3
+    )  # fmt: skip
+    assert "prompt" not in sent["body"] and sent["body"]["stream"] is True
+    live = stack.redis.client().xrange(contract.reply_stream_key(job["id"]))
+    assert partial_text(live) == text  # the live text reads the same for a chat as for a prompt
 
 
 def test_partial_text_is_streamed_to_redis_while_the_job_runs(stack: Stack, slow_standin: StandInServer) -> None:

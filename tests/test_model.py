@@ -8,6 +8,7 @@ from devstack.procs import wait_until
 from devstack.servers import MODEL_ALIAS, LlamaServer
 from devstack.stack import Stack
 from jobqueue import contract
+from jobqueue.queue import partial_text
 
 pytestmark = pytest.mark.slow
 
@@ -25,6 +26,24 @@ def test_real_model_reply_has_text_usage_and_timings(stack: Stack, llama: LlamaS
     assert reply["usage"]["prompt_tokens"] > 0
     assert reply["finish_reason"] in ("length", "stop")
     assert 0 < reply["timings"]["ttft_ms"] < reply["timings"]["total_ms"]
+
+
+def test_real_model_answers_a_chat_with_the_assistant_message(stack: Stack, llama: LlamaServer) -> None:
+    # llama-server formats the messages with the chat template the GGUF carries (--jinja)
+    stack.start_agent(llama.url)
+    messages = [
+        {"role": "system", "content": "You answer in one word."},
+        {"role": "user", "content": "What colour is the sky on a clear day?"},
+    ]
+    job = stack.submit(None, messages=messages, max_tokens=16, temperature=0.0, seed=1)
+    reply = stack.wait_reply(job["id"], 60)
+    assert reply["status"] == "done", reply["error"]
+    assert reply["output"].strip()
+    assert reply["message"] == {"role": "assistant", "content": reply["output"]}
+    assert reply["finish_reason"] in ("length", "stop")
+    assert 0 < reply["usage"]["completion_tokens"] <= 16
+    live = stack.redis.client().xrange(contract.reply_stream_key(job["id"]))
+    assert partial_text(live) == reply["output"]
 
 
 def test_agent_waits_for_a_backend_that_starts_later(stack: Stack, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -57,10 +57,35 @@ def test_the_spec_has_exactly_the_routes_of_the_route_table() -> None:
 
 def test_the_infer_body_schema_is_the_handlers_schema() -> None:
     documented = SPEC["components"]["schemas"]["InferRequest"]
-    assert documented["required"] == INFER_SCHEMA["required"]
+    # exactly one input: documented as oneOf; the handler's check is contract.check_input (tests/test_router.py)
+    assert documented["oneOf"] == [{"required": ["prompt"]}, {"required": ["messages"]}]
+    assert "required" not in documented and "required" not in INFER_SCHEMA
     assert documented["additionalProperties"] is INFER_SCHEMA["additionalProperties"]
     strip = {k: {kk: vv for kk, vv in v.items() if kk != "description"} for k, v in documented["properties"].items()}
     assert strip == INFER_SCHEMA["properties"]
+
+
+def test_every_kind_of_reply_the_contract_builds_is_the_documented_reply() -> None:
+    validate = fastjsonschema.compile({**SPEC["components"]["schemas"]["Reply"], "components": SPEC["components"]})
+
+    def done(job_id: str, chat: bool) -> dict[str, Any]:
+        return contract.build_reply(
+            job_id, "done", owner="u", output="Blue.", model="m", usage={"completion_tokens": 2},
+            finish_reason="stop", chat=chat, attempts=1, created_at=1.0, claimed_at=2.0, ttft_s=0.1,
+            started_at=2.0, finished_at=3.0, shape="gpu",
+        )  # fmt: skip
+
+    replies = [
+        done("a", chat=True),
+        done("b", chat=False),
+        contract.build_reply("c", "failed", error="backend unreachable", finished_at=3.0),
+        contract.build_reply("d", "expired", owner="u", error="expired", finished_at=3.0),
+    ]
+    for reply in replies:
+        validate(reply)
+    assert replies[0]["message"] == {"role": "assistant", "content": "Blue."} and "message" not in replies[1]
+    with pytest.raises(fastjsonschema.JsonSchemaValueException):
+        validate({**replies[0], "message": {"role": "user", "content": "x"}})
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +164,16 @@ JSON_VALUES = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
     max_leaves=6,
 )
-FIELDS = st.sampled_from(["prompt", "idle_minutes", "max_tokens", "temperature", "model", "", "PROMPT"])
+FIELDS = st.sampled_from(["prompt", "messages", "idle_minutes", "max_tokens", "temperature", "top_p", "stop", "seed",
+                          "model", "", "PROMPT"])  # fmt: skip
+MESSAGES = st.lists(
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["system", "user", "assistant", "tool", ""]), "content": st.text(max_size=300)},
+        optional={"name": st.text(max_size=5)},
+    )
+    | JSON_VALUES,
+    max_size=5,
+)
 BODIES = st.one_of(
     st.binary(max_size=200),
     st.text(max_size=200),
@@ -150,6 +184,15 @@ BODIES = st.one_of(
             "idle_minutes": st.integers(-5, 40),
             "max_tokens": st.integers(-1, 5000),
             "temperature": st.floats(-1, 3, allow_nan=False),
+        },
+    ).map(json.dumps),
+    st.fixed_dictionaries(
+        {"messages": MESSAGES},
+        optional={
+            "prompt": st.text(max_size=20),
+            "top_p": st.floats(-1, 2, allow_nan=False),
+            "stop": st.text(max_size=5) | st.lists(st.text(max_size=5), max_size=6),
+            "seed": st.integers(-2, 2**33),
         },
     ).map(json.dumps),
 )

@@ -77,6 +77,20 @@ def test_job_for_a_serving_node_is_queued_without_any_aws_call(
     assert log[-1]["status"] == 202 and log[-1]["route"] == "POST /infer" and log[-1]["latencyMs"] >= 0
 
 
+def test_a_chat_job_is_queued_with_its_messages_and_sampling_fields(
+    router: Router, stack: Stack, signing_key: SigningKey
+) -> None:
+    beat(stack)
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour."}]
+    body = {"messages": messages, "top_p": 0.9, "stop": "\n", "seed": 7, "max_tokens": 16}
+    response = infer(router, signing_key.token(sub="u1"), body)
+    assert response["statusCode"] == 202, response
+    job = contract.decode(stack.redis.client().get(contract.job_key(body_of(response)["id"])) or "")
+    assert contract.is_chat(job) and "prompt" not in job
+    # one stop string is a list of one, as OpenAI's APIs take either
+    assert (job["messages"], job["top_p"], job["stop"], job["seed"]) == (messages, 0.9, ["\n"], 7)
+
+
 def test_a_stopped_node_is_started_once(
     router: Router, stack: Stack, signing_key: SigningKey, ec2_calls: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -161,6 +175,22 @@ BAD_BODIES = [
     ('{"prompt": "\\ud800"}', "prompt"),
     ('{"prompt": "' + "€" * 2049 + '"}', "prompt"),  # 2,049 characters but 6,147 bytes
     (b'{"prompt": "\xff\xfe"}', "body"),  # not UTF-8 (sent base64-encoded, as API Gateway does)
+    # chat: the input is prompt or messages, exactly one (jobqueue.contract.check_input)
+    ("{}", "prompt"),
+    ('{"prompt": "x", "messages": [{"role": "user", "content": "x"}]}', "prompt"),
+    ('{"messages": []}', "messages"),
+    ('{"messages": {"role": "user", "content": "x"}}', "messages"),
+    ('{"messages": [{"role": "tool", "content": "x"}]}', "messages[0].role"),
+    ('{"messages": [{"role": "user", "content": "x"}, {"role": "user", "content": 5}]}', "messages[1].content"),
+    ('{"messages": [{"role": "user", "content": [{"type": "text", "text": "x"}]}]}', "messages[0].content"),
+    ('{"messages": [{"role": "user"}]}', "messages[0]"),
+    ('{"messages": [{"role": "user", "content": ""}]}', "messages"),
+    ('{"messages": [{"role": "user", "content": "' + "€" * 2049 + '"}]}', "messages"),
+    ('{"prompt": "x", "stop": ["a", "b", "c", "d", "e"]}', "stop"),
+    ('{"prompt": "x", "stop": [1]}', "stop[0]"),
+    ('{"prompt": "x", "top_p": 0}', "top_p"),
+    ('{"prompt": "x", "seed": 1.5}', "seed"),
+    ('{"prompt": "x", "seed": 4294967296}', "seed"),
 ]
 
 

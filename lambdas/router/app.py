@@ -156,13 +156,7 @@ class Router:
                 headers={"retry-after": str(retry_after)},
                 retryAfter=retry_after,
             )
-        job = contract.new_job(
-            body.prompt,
-            claims.sub,
-            idle_minutes=body.idle_minutes,
-            max_tokens=body.max_tokens,
-            temperature=body.temperature,
-        )
+        job = contract.new_job(body.prompt, claims.sub, **body.job_fields())
         headers = {"x-request-id": job["id"]}
         if contract.is_serving(beat) and self._enqueue(job):
             return respond(202, {"status": "queued", "id": job["id"]}, headers)

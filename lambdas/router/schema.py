@@ -1,4 +1,5 @@
-"""What ``POST /infer`` accepts: a JSON schema next to the handler, and the checks a schema cannot express."""
+"""What ``POST /infer`` accepts: the job contract's input fields (``jobqueue.contract.INPUT_PROPERTIES``) and the
+node's idle time, with the contract's own checks of what a schema cannot express."""
 
 from __future__ import annotations
 
@@ -18,16 +19,15 @@ INFER_SCHEMA: Final[dict[str, Any]] = {
     "title": "POST /infer body",
     "type": "object",
     "additionalProperties": False,
-    "required": ["prompt"],
     "properties": {
+        **contract.INPUT_PROPERTIES,
+        # the cap in bytes is checked after (contract.check_input): here only that there is text
         "prompt": {"type": "string", "minLength": 1},
         "idle_minutes": {
             "type": "integer",
             "minimum": contract.IDLE_MINUTES_MIN,
             "maximum": contract.IDLE_MINUTES_MAX,
         },
-        "max_tokens": {"type": "integer", "minimum": 1, "maximum": contract.MAX_TOKENS_LIMIT},
-        "temperature": {"type": "number", "minimum": 0, "maximum": 2},
     },
 }
 
@@ -36,10 +36,19 @@ _validate: Final = fastjsonschema.compile(INFER_SCHEMA)
 
 @dataclass(frozen=True)
 class InferRequest:
-    prompt: str
+    prompt: str | None
+    messages: list[contract.Message] | None
     idle_minutes: int
     max_tokens: int | None
     temperature: float | None
+    top_p: float | None
+    stop: list[str] | None
+    seed: int | None
+
+    def job_fields(self) -> dict[str, Any]:
+        """The keyword arguments of ``contract.new_job`` besides the owner."""
+        return {"messages": self.messages, "idle_minutes": self.idle_minutes, "max_tokens": self.max_tokens,
+                "temperature": self.temperature, "top_p": self.top_p, "stop": self.stop, "seed": self.seed}  # fmt: skip
 
 
 def bad(field: str, reason: str) -> HttpError:
@@ -50,10 +59,14 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _number(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 def parse_infer(raw: bytes | None) -> InferRequest:
     """Check a request body; raises ``HttpError`` 413 or 400 naming the field at fault."""
     if raw is None or not raw.strip():
-        raise bad("body", "must be a JSON object with a prompt")
+        raise bad("body", "must be a JSON object with a prompt or messages")
     if len(raw) > MAX_BODY_BYTES:
         raise HttpError(413, f"body: must be at most {MAX_BODY_BYTES} bytes, got {len(raw)}", field="body")
     try:
@@ -64,25 +77,27 @@ def parse_infer(raw: bytes | None) -> InferRequest:
         data = json.loads(text, parse_constant=_reject_constant)
     except (json.JSONDecodeError, ValueError) as exc:
         raise bad("body", f"not valid JSON ({exc})") from None
+    if isinstance(data, dict) and isinstance(data.get("stop"), str):
+        data["stop"] = [data["stop"]]  # OpenAI's APIs take one stop string or a list
     try:
         _validate(data)
     except fastjsonschema.JsonSchemaValueException as exc:
-        name = exc.name or "data"
-        field = name.removeprefix("data.") if name != "data" else "body"
-        if exc.rule == "additionalProperties" and isinstance(data, dict):
+        if exc.rule == "additionalProperties" and isinstance(data, dict) and exc.name == "data":
             unknown = sorted(set(data) - set(INFER_SCHEMA["properties"]))
-            raise bad(unknown[0] if unknown else field, "unknown field") from None
-        raise bad(field, exc.message.removeprefix(name + " ")) from None
-    prompt = data["prompt"]
+            raise bad(unknown[0] if unknown else "body", "unknown field") from None
+        error = contract.schema_error(exc, "body")
+        raise bad(error.field, error.reason) from None
     try:
-        size = len(prompt.encode("utf-8"))
-    except UnicodeEncodeError:  # a lone surrogate escaped in the JSON (\ud800) is not text
-        raise bad("prompt", "not valid Unicode text") from None
-    if size > contract.MAX_PROMPT_BYTES:
-        raise bad("prompt", f"must be at most {contract.MAX_PROMPT_BYTES} bytes of UTF-8, got {size}")
+        contract.check_input(data)
+    except contract.JobError as exc:
+        raise bad(exc.field, exc.reason) from None
     return InferRequest(
-        prompt=prompt,
+        prompt=data.get("prompt"),
+        messages=data.get("messages"),
         idle_minutes=data.get("idle_minutes", contract.DEFAULT_IDLE_MINUTES),
         max_tokens=data.get("max_tokens"),
-        temperature=None if data.get("temperature") is None else float(data["temperature"]),
+        temperature=_number(data.get("temperature")),
+        top_p=_number(data.get("top_p")),
+        stop=data.get("stop"),
+        seed=data.get("seed"),
     )
