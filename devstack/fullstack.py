@@ -3,8 +3,8 @@
 1. the node image (a systemd Debian 12 container, built with debootstrap when missing) and a fresh ``tl-node``
    at a fixed address on the podman bridge;
 2. the local AWS (moto) on the build machine, listening on the podman bridge too, with IAM enforced: the deploy
-   runs as an administrator, the edge's router with its role's credentials, the node's agent and watchdog with
-   the node role's (``MotoServer.enforce_iam``, ``devstack.cfn_moto.for_strict_moto``);
+   runs as an administrator, each function behind the edge with its own role's credentials, the node's agent and
+   watchdog with the node role's (``MotoServer.enforce_iam``, ``devstack.cfn_moto.for_strict_moto``);
 3. a Cognito user pool and a user; the AWS stacks and the Lambdas deployed into the local AWS by their playbooks
    (``devstack.deploy``), the queue in ``node`` mode: its secrets in SSM, the functions' copy in S3;
 4. the node converged with ``playbooks/site.yml`` and ``inventory/local.yml`` (``devstack.node``): the model
@@ -18,6 +18,7 @@ Each step's time is kept in ``timings``. ``close()`` copies the node's logs out 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -28,7 +29,7 @@ from typing import TypeVar
 
 import redis
 
-from devstack.deploy import Deployment, deploy
+from devstack.deploy import ROLE_OUTPUTS, Deployment, deploy
 from devstack.edge import LocalEdgeServer, UserPool, create_user, create_user_pool
 from devstack.hub import HubServer
 from devstack.imds import ImdsServer
@@ -48,6 +49,8 @@ from devstack.stack import Stack
 from jobqueue.inbox import Inbox
 from jobqueue.queue import JobQueue
 from lambdas.common.redis_client import with_secrets
+from lambdas.local_api.app import ROLES_VARIABLE
+from lambdas.routes import ROUTES
 
 T = TypeVar("T")
 AGENT: str = "tl-node-agent"  # the supervisor program (roles/node_agent)
@@ -137,8 +140,12 @@ class FullStack:
             lambda: deploy(self.stack, self.pool, self.workdir / "deploy", self.node.fixed_address, self._operator),
         )  # fmt: skip
         self._step("converge", "the node: ansible-playbook -i inventory/local.yml playbooks/site.yml", self._converge)
-        router_role = self.stack.moto.role_credentials(self.deployment.outputs["functions"]["RouterRoleArn"])
-        self._edge = LocalEdgeServer(self.workdir / "edge", {**self.deployment.function_env, **router_role})
+        # each function behind the edge on its own role, as Lambda runs it (the edge itself on the router's)
+        functions = self.deployment.outputs["functions"]
+        roles = {fn: self.stack.moto.role_credentials(functions[ROLE_OUTPUTS[fn]], f"tl-{fn}")
+                 for fn in sorted({route.function for route in ROUTES})}  # fmt: skip
+        self._edge = LocalEdgeServer(self.workdir / "edge", {**self.deployment.function_env, **roles["router"],
+                                                             ROLES_VARIABLE: json.dumps(roles)})  # fmt: skip
         self.edge.start()
         return self
 

@@ -19,14 +19,14 @@ from devstack.edge import LocalEdgeServer, UserPool
 from devstack.procs import venv_tool, wait_until
 from devstack.stack import Stack, StandInServer
 from tests.support import PASSWORD
-from tlcli.tokens import LoginError, challenge_of, hosted_ui_login, password_login
+from tlcli.tokens import LoginError, Tokens, challenge_of, hosted_ui_login, password_login
 
 pytestmark = pytest.mark.slow
 
 
 def token_of(pool: UserPool, stack: Stack, user: str) -> str:
     os.environ.update({k: v for k, v in stack.moto.aws_env().items() if k == "AWS_ENDPOINT_URL"})
-    return password_login(pool.client_id, user, PASSWORD, region="eu-central-1")
+    return password_login(pool.client_id, user, PASSWORD, region="eu-central-1").id_token
 
 
 def access_log(edge: LocalEdgeServer) -> list[dict[str, Any]]:
@@ -177,7 +177,8 @@ class FakeHostedUi:
                 form = dict(urllib.parse.parse_qsl(self.rfile.read(int(self.headers["content-length"])).decode()))
                 expected = outer.challenges.pop(form.get("code", ""), None)
                 good = expected is not None and challenge_of(form.get("code_verifier", "")) == expected
-                body = json.dumps({"id_token": "header.payload.signature"} if good else {"error": "invalid_grant"})
+                granted = {"id_token": "header.payload.signature", "refresh_token": "refresh-1"}
+                body = json.dumps(granted if good else {"error": "invalid_grant"})
                 self.send_response(200 if good else 400)
                 self.send_header("content-type", "application/json")
                 self.end_headers()
@@ -198,7 +199,7 @@ def test_hosted_ui_login_uses_pkce_and_checks_state() -> None:
 
         token = hosted_ui_login(ui.url, "client", open_browser=lambda url: httpx.get(url, follow_redirects=True),
                                 port=free_port(), timeout_s=10)  # fmt: skip
-        assert token == "header.payload.signature"
+        assert token == Tokens("header.payload.signature", "refresh-1", "client")  # kept to renew the session
 
         def forged_state(url: str) -> None:
             query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))

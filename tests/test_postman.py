@@ -36,8 +36,8 @@ def test_the_postman_collection_passes_against_the_local_edge(
     edge: LocalEdgeServer, pool: UserPool, shared_stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL", shared_stack.moto.url)
-    token = password_login(pool.client_id, "ann", PASSWORD, region="eu-central-1")
-    throttle_token = password_login(pool.client_id, "cat", PASSWORD, region="eu-central-1")
+    token = password_login(pool.client_id, "ann", PASSWORD, region="eu-central-1").id_token
+    throttle_token = password_login(pool.client_id, "cat", PASSWORD, region="eu-central-1").id_token
     shared_stack.redis.client().set(contract.HEARTBEAT, json.dumps({"state": "ready"}), ex=120)
     report = tmp_path / "newman.json"
     done = subprocess.run(

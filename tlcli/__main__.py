@@ -7,6 +7,9 @@
   tl stop                  stop the node now
   tl ping                  is the API there?
   tl token                 print the saved ID token (for curl, playbooks/smoke.yml, playbooks/resize.yml)
+  tl serve                 an OpenAI-compatible API on http://127.0.0.1:8765/v1 for the tools you already use
+
+A login lasts 30 days: tl and tl serve renew the id token (an hour) themselves with the refresh token.
 
 Settings (flags win over the environment): TL_API_URL (default http://127.0.0.1:8080), TL_COGNITO_CLIENT_ID,
 TL_COGNITO_DOMAIN (hosted UI, https://<prefix>.auth.<region>.amazoncognito.com), TL_USERNAME, TL_PASSWORD,
@@ -24,42 +27,11 @@ import time
 import webbrowser
 from typing import Any, TextIO
 
-import httpx
+from tlcli.api import EXIT_JOB_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, Api, ApiError, Update, watch
+from tlcli.serve import DEFAULT_PORT, Door
+from tlcli.tokens import LoginError, Session, hosted_ui_login, load_token, password_login, save_token
 
-from tlcli.tokens import LoginError, hosted_ui_login, load_token, password_login, save_token
-
-EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
-TRANSIENT = frozenset({429, 502, 503, 504})
-"""Answers of GET /result that say "not now", not "never": waited out while a job is followed."""
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, code: int = EXIT_UNAVAILABLE) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-
-
-class Api:
-    def __init__(self, base_url: str, token: str | None, client: httpx.Client | None = None) -> None:
-        self.base = base_url.rstrip("/")
-        self.http = client or httpx.Client(timeout=30)
-        self.headers = {"authorization": f"Bearer {token}"} if token else {}
-
-    def call(
-        self, method: str, path: str, body: dict[str, Any] | None = None
-    ) -> tuple[int, dict[str, Any], httpx.Headers]:
-        try:
-            response = self.http.request(method, self.base + path, json=body, headers=self.headers)
-        except httpx.HTTPError as exc:
-            raise ApiError(0, f"cannot reach {self.base}: {exc}") from None
-        try:
-            data = response.json()
-        except ValueError:
-            data = {"message": response.text[:200]}
-        if response.status_code in (401, 403):
-            raise ApiError(response.status_code, f"{data.get('message', 'not allowed')}: run `tl login`", EXIT_USAGE)
-        return response.status_code, data, response.headers
+__all__ = ["EXIT_JOB_FAILED", "EXIT_OK", "EXIT_UNAVAILABLE", "EXIT_USAGE", "Api", "follow", "main"]
 
 
 def infer(api: Api, body: dict[str, Any], out: TextIO, err: TextIO, *, timeout_s: float, poll_s: float) -> int:
@@ -82,47 +54,38 @@ def infer(api: Api, body: dict[str, Any], out: TextIO, err: TextIO, *, timeout_s
 
 
 def follow(api: Api, job_id: str, out: TextIO, err: TextIO, *, timeout_s: float, poll_s: float) -> int:
-    started = time.monotonic()
-    shown = ""
+    try:
+        return _follow(api, job_id, out, err, timeout_s=timeout_s, poll_s=poll_s)
+    except ApiError as exc:
+        print(str(exc), file=err)
+        return exc.code
+
+
+def _follow(api: Api, job_id: str, out: TextIO, err: TextIO, *, timeout_s: float, poll_s: float) -> int:
     last_status = ""
-    backoff = poll_s
-    while time.monotonic() - started < timeout_s:
-        code, data, headers = api.call("GET", f"/result/{job_id}")
-        if code in TRANSIENT:
-            # The job is safe (in Redis or parked in S3); the API could not say how it is right now — a node
-            # booting, the queue a moment away, a throttle. Ask again, more slowly, until the timeout.
-            print(f"result not available yet ({code}): {data.get('message', data)}; asking again", file=err, flush=True)
-            backoff = min(max(backoff * 2, 0.5), 5.0)
-            time.sleep(float(headers.get("retry-after", backoff)) if code == 429 else backoff)  # noqa: PLR2004
+    for update in watch(api, job_id, timeout_s=timeout_s, poll_s=poll_s):
+        if update.status == "unavailable":
+            print(f"result not available yet ({update.data['code']}): {update.data.get('message', update.data)}; "
+                  "asking again", file=err, flush=True)  # fmt: skip
             continue
-        backoff = poll_s
-        if code != 200:  # noqa: PLR2004
-            print(f"result not available ({code}): {data.get('message', data)}", file=err)
+        if update.status == "timeout":
+            print(f"job {job_id} not finished after {timeout_s:.0f} s; ask again with `tl result {job_id}`", file=err)
             return EXIT_UNAVAILABLE
-        status = data["status"]
-        if status != last_status and status in ("queued", "starting", "running"):
-            print(f"[{time.monotonic() - started:5.1f} s] {status}", file=err, flush=True)
-        last_status = status
-        text = data.get("text", "")
-        if status == "running" and text.startswith(shown):
-            out.write(text[len(shown) :])
+        if update.status != last_status and update.status in ("queued", "starting", "running"):
+            print(f"[{update.elapsed_s:5.1f} s] {update.status}", file=err, flush=True)
+        last_status = update.status
+        if update.status in ("queued", "starting", "running"):
+            out.write(update.new_text)
             out.flush()
-            shown = text
-        if status in ("done", "failed", "expired"):
-            return finish(data, shown, out, err)
-        time.sleep(poll_s)
-    print(f"job {job_id} not finished after {timeout_s:.0f} s; ask again with `tl result {job_id}`", file=err)
-    return EXIT_UNAVAILABLE
+            continue
+        return finish(update, out, err)
+    raise AssertionError("watch ends with a settled or a timeout update")  # pragma: no cover
 
 
-def finish(data: dict[str, Any], shown: str, out: TextIO, err: TextIO) -> int:
+def finish(update: Update, out: TextIO, err: TextIO) -> int:
+    data = update.data
     reply = data.get("reply") or {}
-    output = str(reply.get("output", ""))
-    if output.startswith(shown):
-        out.write(output[len(shown) :])
-    else:
-        out.write(("\n" if shown else "") + output)
-    out.write("\n")
+    out.write(("\n" if update.restarted and update.new_text else "") + update.new_text + "\n")
     out.flush()
     timings = reply.get("timings") or {}
     usage = reply.get("usage") or {}
@@ -162,6 +125,11 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("stop", help="stop the node now")
     sub.add_parser("ping", help="check that the API answers")
     sub.add_parser("token", help="print the saved id token (not expired), for scripts")
+    serve = sub.add_parser("serve", help="an OpenAI-compatible API on loopback (any API key)")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT)
+    serve.add_argument("--wait", type=float, default=300, help="seconds a request without stream waits (then 504)")
+    serve.add_argument("--stream-timeout", type=float, default=900, help="seconds a stream follows its job")
+    serve.add_argument("--poll", type=float, default=0.3, help="seconds between result polls")
     return p
 
 
@@ -172,7 +140,7 @@ def login(args: argparse.Namespace, err: TextIO) -> int:
     if args.password:
         username = args.username or input("user name: ")
         password = os.environ.get("TL_PASSWORD") or getpass.getpass("password: ")
-        token = password_login(args.client_id, username, password)
+        tokens = password_login(args.client_id, username, password)
     else:
         if not args.domain:
             print("set TL_COGNITO_DOMAIN (or --domain): the hosted UI's https://… address", file=err)
@@ -183,35 +151,45 @@ def login(args: argparse.Namespace, err: TextIO) -> int:
             if not args.no_browser:
                 webbrowser.open(url)
 
-        token = hosted_ui_login(args.domain, args.client_id, open_browser=show, port=args.port)
-    print(f"logged in; token saved in {save_token(token)}", file=err)
+        tokens = hosted_ui_login(args.domain, args.client_id, open_browser=show, port=args.port)
+    print(f"logged in; tokens saved in {save_token(tokens)} (renewed by tl itself for 30 days)", file=err)
+    return EXIT_OK
+
+
+def serve(api: Api, args: argparse.Namespace, err: TextIO) -> int:
+    api.call("GET", "/ping")  # the API is there, and the session is (or says `run tl login`) before anything listens
+    api.auth.token()  # type: ignore[union-attr]
+    try:
+        door = Door(api, args.port, wait_s=args.wait, stream_s=args.stream_timeout, poll_s=args.poll, log=err)
+    except OSError as exc:
+        print(f"cannot listen on 127.0.0.1:{args.port} ({exc.strerror}): choose another with --port", file=err)
+        return EXIT_USAGE
+    print(f"tl serve: OpenAI API at {door.url}/v1 (any API key) for {api.base}; Ctrl-C to stop", file=err, flush=True)
+    door.serve()
     return EXIT_OK
 
 
 def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.command == "login":
         return login(args, err)
-    if args.command == "ping":
-        status, data, _ = Api(args.api, None).call("GET", "/ping")
-        print(json.dumps(data), file=out)
-        return EXIT_OK if status == 200 else EXIT_UNAVAILABLE  # noqa: PLR2004
     if args.command == "token":
         print(load_token(), file=out)
         return EXIT_OK
-    api = Api(args.api, load_token())
+    api = Api(args.api, None if args.command == "ping" else Session())
+    if args.command == "serve":
+        return serve(api, args, err)
     if args.command == "infer":
         body: dict[str, Any] = {"prompt": args.prompt}
         for name in ("max_tokens", "temperature", "idle_minutes"):
             if getattr(args, name) is not None:
                 body[name] = getattr(args, name)
         return infer(api, body, out, err, timeout_s=args.timeout, poll_s=args.poll)
-    if args.command == "result":
-        status, data, _ = api.call("GET", f"/result/{args.id}")
-        print(json.dumps(data, indent=2, ensure_ascii=False), file=out)
-        return EXIT_OK if status == 200 else EXIT_UNAVAILABLE  # noqa: PLR2004
-    status, data, _ = api.call("POST", "/stop")
-    print(json.dumps(data), file=out)
-    return EXIT_OK if status in (200, 202) else EXIT_UNAVAILABLE
+    job = getattr(args, "id", "")
+    method, path, ok = {"ping": ("GET", "/ping", (200,)), "result": ("GET", f"/result/{job}", (200,)),
+                        "stop": ("POST", "/stop", (200, 202))}[args.command]  # fmt: skip
+    status, data, _ = api.call(method, path)
+    print(json.dumps(data, indent=2 if args.command == "result" else None, ensure_ascii=False), file=out)
+    return EXIT_OK if status in ok else EXIT_UNAVAILABLE
 
 
 def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:

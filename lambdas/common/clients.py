@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from contextvars import ContextVar
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+
+ROLE_CREDENTIALS: Final[ContextVar[Mapping[str, str] | None]] = ContextVar("tl_role_credentials", default=None)
+"""``AWS_*`` credentials for the clients built in this context, over the environment's. Unset on AWS, where Lambda
+gives each function its own role through the environment; the local edge, which runs every function in one
+process, sets it around each function's call, so that each is held to its own role there too."""
 
 
 def aws(service: str, *, timeout_s: float = 3, attempts: int = 2, region: str | None = None) -> Any:
@@ -17,6 +24,14 @@ def aws(service: str, *, timeout_s: float = 3, attempts: int = 2, region: str | 
         read_timeout=timeout_s,
         retries={"total_max_attempts": attempts, "mode": "standard"},
     )
+    role = ROLE_CREDENTIALS.get()
+    if role:
+        session = boto3.session.Session(
+            aws_access_key_id=role["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=role["AWS_SECRET_ACCESS_KEY"],
+            aws_session_token=role.get("AWS_SESSION_TOKEN"),
+        )
+        return session.client(service, config=config, region_name=region)  # type: ignore[call-overload]
     return boto3.client(service, config=config, region_name=region)  # type: ignore[call-overload]
 
 

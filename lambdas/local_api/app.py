@@ -10,6 +10,7 @@ import base64
 import datetime as dt
 import importlib
 import json
+import os
 import re
 import sys
 import time
@@ -20,6 +21,7 @@ from urllib.parse import parse_qsl
 
 from lambdas import routes
 from lambdas.common.auth import Claims, JwksCache, Verifier, authenticate
+from lambdas.common.clients import ROLE_CREDENTIALS
 from lambdas.common.http import HttpError
 from lambdas.common.settings import Settings
 
@@ -42,16 +44,36 @@ def load_handler(function: str) -> Handler:
     return handler
 
 
+ROLES_VARIABLE: Final = "TL_EDGE_ROLE_CREDENTIALS"
+"""JSON ``{function: {AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN}}``: each function's own role, as
+Lambda gives it (a strict local AWS); a function not named runs on the edge's own credentials."""
+
+
 class LocalEdge:
-    def __init__(self, verifier: Verifier | None, handlers: dict[str, Handler] | None = None) -> None:
+    def __init__(
+        self,
+        verifier: Verifier | None,
+        handlers: dict[str, Handler] | None = None,
+        roles: dict[str, dict[str, str]] | None = None,
+    ) -> None:
         self.verifier = verifier
         self.handlers = handlers or {r.function: load_handler(r.function) for r in routes.ROUTES}
+        self.roles = roles or {}
 
     @classmethod
     def from_env(cls) -> LocalEdge:
         s = Settings.from_env()
         s.require("jwks_url", "jwt_issuer", "jwt_audience")
-        return cls(Verifier(JwksCache(s.jwks_url), s.jwt_issuer, s.jwt_audience, s.jwt_token_use))
+        roles = json.loads(os.environ.get(ROLES_VARIABLE) or "{}")
+        return cls(Verifier(JwksCache(s.jwks_url), s.jwt_issuer, s.jwt_audience, s.jwt_token_use), roles=roles)
+
+    def _invoke(self, function: str, event: dict[str, Any]) -> dict[str, Any]:
+        """The function's handler, its AWS clients built on its own role (``clients.ROLE_CREDENTIALS``)."""
+        token = ROLE_CREDENTIALS.set(self.roles.get(function))
+        try:
+            return self.handlers[function](event, None)
+        finally:
+            ROLE_CREDENTIALS.reset(token)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -118,7 +140,7 @@ class LocalEdge:
                 refused = exc.response()
                 return refused["statusCode"], refused["headers"], refused["body"].encode()
         event = build_event(route, params, scope, headers=headers, body=body, request_id=request_id, claims=claims)
-        response = await asyncio.to_thread(self.handlers[route.function], event, None)
+        response = await asyncio.to_thread(self._invoke, route.function, event)
         out = {str(k).lower(): str(v) for k, v in (response.get("headers") or {}).items()}
         raw = response.get("body") or ""
         payload = base64.b64decode(raw) if response.get("isBase64Encoded") else str(raw).encode()
