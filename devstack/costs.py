@@ -198,7 +198,7 @@ class _Walk:
             self.lambda_requests += runs
             self.lambda_gb_s += runs * float(run["seconds"]) * 0.125
             usd = runs * sum(run.get(f"{kind}_requests", 0) * self.p[f"{kind}_request"]
-                             for kind in ("s3_list", "cloudwatch_api"))  # fmt: skip
+                             for kind in ("s3_list", "s3_put", "cloudwatch_api"))  # fmt: skip
             self.add(f"{function} {props['ScheduleExpression']} ({runs:.0f} runs)", usd, run.get("note") or _calls(run))
 
     def allowances(self) -> None:

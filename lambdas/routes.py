@@ -32,6 +32,7 @@ ROUTES: Final = (
     Route("POST", "/infer", "router", auth=True),
     Route("GET", "/result/{id}", "router", auth=True),
     Route("POST", "/stop", "router", auth=True),
+    Route("GET", "/status", "router", auth=True),
     Route("GET", "/ping", "router", auth=False),
     Route("POST", "/resize", "shape_control", auth=True),
     Route("GET", "/queue-health", "queue_health", auth=False),

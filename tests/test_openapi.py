@@ -138,8 +138,11 @@ def test_a_walk_through_every_route_gives_only_documented_answers(world: dict[st
         call("POST", "/infer", handle, body='{"prompt": "hi"}', token=token)
     call("GET", f"/result/{job['id']}", handle, token=token)
     call("GET", f"/result/{uuid.uuid4()}", handle, token=token)
+    assert call("GET", "/status", handle, token=token)["node"] == "ready"
+    call("GET", "/status", handle)
     call("POST", "/stop", handle, token=token)
     call("POST", "/stop", handle, token=token)
+    assert call("GET", "/status", handle, token=token)["node"] == "asleep"
     call("POST", "/resize", shape.handle, token=token, query={"target": "g4dn.xlarge"})
     call("POST", "/resize", shape.handle, token=admin, query={"target": "x"})
     call("POST", "/resize", shape.handle, token=admin, query={"target": "t3.small"})
@@ -150,6 +153,7 @@ def test_a_walk_through_every_route_gives_only_documented_answers(world: dict[st
     call("POST", "/infer", handle, body='{"prompt": "hi"}', token=key.token(sub="other"))  # parked: 202
     stack.ec2().create_tags(Resources=[stack.instance_id], Tags=[{"Key": "tl-hold", "Value": "walk"}])
     call("POST", "/infer", handle, body='{"prompt": "hi"}', token=key.token(sub="other"))  # held: 503
+    assert call("GET", "/status", handle, token=token)["node"] == "held"
     stack.ec2().start_instances(InstanceIds=[stack.instance_id])  # a running node whose Redis is away: 503
     call("GET", "/queue-health", lambda e: queue_health.handler(e, None))
     stack.redis.start()
@@ -157,6 +161,7 @@ def test_a_walk_through_every_route_gives_only_documented_answers(world: dict[st
     assert expected <= seen
     assert {("POST /resize", s) for s in (200, 202, 400, 403, 409)} <= seen
     assert {("GET /queue-health", 200), ("GET /queue-health", 503), ("POST /stop", 202), ("POST /stop", 200)} <= seen
+    assert {("GET /status", 200), ("GET /status", 401)} <= seen
 
 
 JSON_VALUES = st.recursive(

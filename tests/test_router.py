@@ -477,3 +477,44 @@ def test_handler_reads_its_configuration_from_the_environment(
     second = router_handler.handler(v2_event("POST", "/infer", body='{"prompt":"b"}', token=token), None)
     assert (first["statusCode"], second["statusCode"]) == (202, 429)
     router_handler.reset()
+
+
+# ---------------------------------------------------------------- GET /status
+
+
+def status(router: Router, token: str) -> dict[str, Any]:
+    response = router.handle(v2_event("GET", "/status", token=token))
+    assert response["statusCode"] == 200, response
+    return body_of(response)
+
+
+def test_status_says_the_node_state_the_queue_and_the_spend(
+    router: Router, stack: Stack, signing_key: SigningKey
+) -> None:
+    token = signing_key.token()
+    first = status(router, token)
+    assert (first["node"], first["eta"], first["spend_eur"], first["budget_eur"]) == ("starting", 90, None, 20.0)
+    beat(stack, "busy")
+    infer(router, token)
+    copy = {"eur": 1.234, "amount": 1.43, "unit": "USD", "at": "2026-12-03T07:00:00+00:00"}  # as cost_publisher writes
+    stack.s3().put_object(Bucket=BUCKET, Key="status/spend.json", Body=json.dumps(copy))
+    busy = status(router, token)
+    assert (busy["node"], busy["queue_depth"], busy["spend_eur"], busy["spend_at"]) == (
+        "busy", 1, 1.234, "2026-12-03T07:00:00+00:00"
+    )  # fmt: skip
+    assert "eta" not in busy and busy["instance_type"] == "t3.small"
+    set_state(stack, "stopped")
+    asleep = status(router, token)
+    assert (asleep["node"], asleep["queue_depth"]) == ("asleep", None)  # the queue sleeps with the node
+    stack.ec2().create_tags(Resources=[stack.instance_id], Tags=[{"Key": HOLD_TAG, "Value": "budget-2026-12"}])
+    assert status(router, token)["node"] == "held"
+
+
+def test_status_without_a_token_is_401(router: Router) -> None:
+    assert router.handle(v2_event("GET", "/status"))["statusCode"] == 401
+
+
+def test_status_with_a_broken_spend_copy_still_answers(router: Router, stack: Stack, signing_key: SigningKey) -> None:
+    stack.s3().put_object(Bucket=BUCKET, Key="status/spend.json", Body=b"not json")
+    answer = status(router, signing_key.token())
+    assert (answer["spend_eur"], answer["node"]) == (None, "starting")

@@ -13,6 +13,7 @@ bucket or prefix is the mistake to catch, are checked as written.
 
 from __future__ import annotations
 
+import datetime as dt
 import fnmatch
 import json
 import os
@@ -36,8 +37,10 @@ from devstack.procs import BlackHole, venv_tool, wait_until
 from devstack.quotas import QuotaServer
 from devstack.stack import Stack, StandInServer
 from jobqueue.inbox import Inbox
+from lambdas.common import costs
 from lambdas.common.auth import JwksCache, Verifier
 from lambdas.common.settings import Settings
+from lambdas.cost_publisher.handler import publish as publish_spend
 from lambdas.router.app import Router
 from lambdas.shape_control.app import ShapeControl
 from tests.support import AUDIENCE, ISSUER, JwksServer, SigningKey, body_of, v2_event
@@ -213,6 +216,30 @@ def test_shape_control_resizes_on_its_own_role(
     allowed = {a for p in shape_role["Properties"]["Policies"] for st in p["PolicyDocument"]["Statement"]
                for a in (st["Action"] if isinstance(st["Action"], list) else [st["Action"]])}  # fmt: skip
     assert {"servicequotas:GetServiceQuota", "servicequotas:GetAWSDefaultServiceQuota"} <= allowed
+
+
+@pytest.mark.usefixtures("no_agents_left")
+def test_the_spend_goes_from_cost_publisher_to_get_status_each_on_its_own_role(
+    strict: Strict, jwks: JwksServer, signing_key: SigningKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cost_publisher copies the month's spend to S3 (the router's private subnets do not reach CloudWatch) and
+    GET /status reads it back; each on its own role. The router may not write the copy."""
+    stack = strict.stack
+    publisher = strict.role("functions", "CostPublisherRoleArn")
+    cw = stack.moto.client("cloudwatch", publisher)  # one region here; on AWS the billing metrics' us-east-1
+    now = dt.datetime.now(dt.UTC)
+    stack.cloudwatch().put_metric_data(Namespace=costs.NAMESPACE, MetricData=[{
+        "MetricName": costs.METRIC, "Dimensions": [{"Name": "Currency", "Value": "USD"}],
+        "Timestamp": now - dt.timedelta(minutes=30), "Value": 1.5}])  # fmt: skip
+    monkeypatch.setenv("TL_REPLY_BUCKET", stack.bucket)
+    published = publish_spend(cw, Settings.from_env(), now, stack.moto.client("s3", publisher))
+    assert published["copy"] == f"s3://{stack.bucket}/{costs.SPEND_KEY}", published
+    router = router_as(strict, monkeypatch, jwks, stack.redis.url)
+    answer = router.handle(v2_event("GET", "/status", token=signing_key.token()))
+    assert answer["statusCode"] == 200 and body_of(answer)["spend_eur"] == published["eur"], answer
+    with pytest.raises(ClientError, match="AccessDenied"):
+        stack.moto.client("s3", strict.role("functions", "RouterRoleArn")).put_object(
+            Bucket=stack.bucket, Key=costs.SPEND_KEY, Body=b"{}")  # fmt: skip
 
 
 def test_the_strict_adaptation_widens_only_what_moto_cannot_check() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -96,3 +97,13 @@ def forecast_month(spend_eur: float, today: dt.date) -> float:
     """Straight-line forecast for the whole month from the spend so far (days elapsed, today included)."""
     days = calendar.monthrange(today.year, today.month)[1]
     return spend_eur / today.day * days
+
+
+SPEND_KEY: Final = "status/spend.json"
+"""The month's spend as ``cost_publisher`` last read it, in the replies bucket, for ``GET /status``: the router runs in
+the private subnets, which reach S3 (the gateway endpoint) but not CloudWatch."""
+
+
+def spend_copy(spend: Spend, now: dt.datetime) -> bytes:
+    return json.dumps({"eur": round(spend.eur, 4), "amount": spend.amount, "unit": spend.unit,
+                       "at": now.isoformat(timespec="seconds")}).encode()  # fmt: skip

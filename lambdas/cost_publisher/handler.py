@@ -1,8 +1,9 @@
 """Lambda entry point of cost_publisher: ``lambdas.cost_publisher.handler.handler``.
 
 Reads the month-to-date estimate from CloudWatch's billing metrics in us-east-1 (``lambdas.common.costs``) and
-publishes it as ``TLFIF/Cost CurrentSpendEUR`` for the dashboard. The call has 3 seconds (1 s to connect, 2 s to
-read, no retry). A failed run publishes nothing: the dashboard shows a gap rather than a made-up number.
+publishes it as ``TLFIF/Cost CurrentSpendEUR`` for the dashboard, and as ``status/spend.json`` in the replies bucket
+for ``GET /status``. The call has 2 seconds to connect and 2 to read, no retry. A failed run publishes nothing: the
+dashboard shows a gap rather than a made-up number.
 """
 
 from __future__ import annotations
@@ -10,17 +11,15 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from lambdas.common import costs, metrics
+from lambdas.common.clients import aws
 from lambdas.common.logs import log
 from lambdas.common.settings import Settings
 
-CW_CONFIG = Config(connect_timeout=1, read_timeout=2, retries={"total_max_attempts": 1})
 
-
-def publish(cw: Any, s: Settings, now: dt.datetime) -> dict[str, Any]:
+def publish(cw: Any, s: Settings, now: dt.datetime, s3: Any | None = None) -> dict[str, Any]:
     try:
         spend = costs.month_to_date(cw, now, s.usd_eur_rate)
     except (ClientError, BotoCoreError, costs.CostError) as exc:
@@ -33,11 +32,17 @@ def publish(cw: Any, s: Settings, now: dt.datetime) -> dict[str, Any]:
         billed_amount=spend.amount,
         billed_unit=spend.unit,
     )
-    return {"published": True, "eur": round(spend.eur, 4), "amount": spend.amount, "unit": spend.unit}
+    published = {"published": True, "eur": round(spend.eur, 4), "amount": spend.amount, "unit": spend.unit}
+    if s3 is not None and s.reply_bucket:
+        try:
+            s3.put_object(Bucket=s.reply_bucket, Key=costs.SPEND_KEY, Body=costs.spend_copy(spend, now),
+                          ContentType="application/json")  # fmt: skip
+            published["copy"] = f"s3://{s.reply_bucket}/{costs.SPEND_KEY}"
+        except (ClientError, BotoCoreError) as exc:  # the metric is out; GET /status shows the older copy
+            log("warning", "spend copy not written", error=str(exc))
+    return published
 
 
 def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
-    import boto3  # noqa: PLC0415
-
-    cw = boto3.client("cloudwatch", region_name=costs.REGION, config=CW_CONFIG)
-    return publish(cw, Settings.from_env(), dt.datetime.now(dt.UTC))
+    cw = aws("cloudwatch", region=costs.REGION, timeout_s=2, attempts=1)
+    return publish(cw, Settings.from_env(), dt.datetime.now(dt.UTC), aws("s3"))

@@ -1,7 +1,8 @@
 """The router's decisions. ``handler.py`` builds one ``Router`` per Lambda container and calls ``handle``.
 
 Events it answers:
-* API Gateway HTTP API (payload 2.0): ``POST /infer``, ``GET /result/{id}``, ``POST /stop``, ``GET /ping``;
+* API Gateway HTTP API (payload 2.0): ``POST /infer``, ``GET /result/{id}``, ``POST /stop``, ``GET /status``,
+  ``GET /ping``;
 * EventBridge "EC2 Instance State-change Notification" for the node: when the node has stopped while a job
   was queued for it (the agent decided to stop just as the job came in), start it again.
 """
@@ -23,7 +24,7 @@ from jobqueue.contract import JobError
 from jobqueue.inbox import Inbox, InboxError
 from jobqueue.queue import EnqueueError, JobQueue
 from lambdas import routes
-from lambdas.common import metrics
+from lambdas.common import costs, metrics
 from lambdas.common.auth import Claims, JwksCache, Verifier, authenticate
 from lambdas.common.clients import aws
 from lambdas.common.http import HttpError, Request, disabled, is_http_event, respond
@@ -38,6 +39,20 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 AWS_ERRORS: Final = (ClientError, BotoCoreError)
+
+
+def _node_word(node: Node | None, beat: dict[str, Any] | None) -> str:
+    if node is None:
+        return "no-node"
+    if node.held:
+        return "held"
+    if node.resizing:
+        return "resizing"
+    if node.state in ("stopped", "stopping"):
+        return "asleep" if node.state == "stopped" else "stopping"
+    if node.state == "pending" or beat is None:
+        return "starting"
+    return str(beat.get("state") or "starting")
 
 
 class Router:
@@ -130,6 +145,8 @@ class Router:
         if route.path == "/result/{id}":
             job_id = req.path_params.get("id") or req.path.rsplit("/", 1)[-1]
             return self.result(job_id, claims)
+        if route.path == "/status":
+            return self.status()
         return self.stop(claims)
 
     # ------------------------------------------------------------------ POST /infer
@@ -317,6 +334,60 @@ class Router:
             "get_object", Params={"Bucket": self.s.reply_bucket, "Key": key}, ExpiresIn=self.s.presign_ttl_s
         )
         return {"reply": reply, "url": url}
+
+    # ------------------------------------------------------------------ GET /status
+
+    def status(self) -> dict[str, Any]:
+        """What a person looking at the service wants to know: the node's state as one word (``asleep``,
+        ``starting``, ``ready``, ``busy``, ``draining``, ``stopping``, ``held``, ``resizing``, ``no-node``), the
+        queue, and this month's spend against the budget. Each part says ``null`` when its source is away rather
+        than failing the whole answer; only EC2 away is a 503."""
+        try:
+            node = find_node(self.ec2, self.s.node_tag)
+        except AWS_ERRORS as exc:
+            log("error", "cannot look up the node", error=str(exc))
+            raise HttpError(503, "cannot reach EC2; try again", status="unavailable") from None
+        beat: dict[str, Any] | None = None
+        depth: int | None = None
+        if node is not None and node.state == "running":
+            try:
+                beat, depth = self.queue.heartbeat(), self.queue.depth()
+            except redis.RedisError as exc:  # booting (node mode), or the queue away
+                log("info", "queue not reachable for the status", error=str(exc))
+        try:
+            parked: int | None = self.inbox.count(self.s.park_max)
+        except AWS_ERRORS as exc:
+            log("warning", "parked requests not counted", error=str(exc))
+            parked = None
+        body: dict[str, Any] = {
+            "node": _node_word(node, beat),
+            "instance": None if node is None else node.instance_id,
+            "instance_type": None if node is None else node.instance_type,
+            "shape": (beat or {}).get("shape"),
+            "model": (beat or {}).get("model"),
+            "in_flight": (beat or {}).get("in_flight"),
+            "idle_stop_in_s": (beat or {}).get("idle_stop_in_s"),
+            "queue_depth": depth,
+            "parked": parked,
+            "budget_eur": self.s.budget_eur,
+            **self._spend(),
+        }
+        if body["node"] == "starting":
+            body["eta"] = self.s.start_eta_s
+        return respond(200, body)
+
+    def _spend(self) -> dict[str, Any]:
+        """This month's spend as cost_publisher last copied it (``lambdas.common.costs.SPEND_KEY``)."""
+        try:
+            raw = self.s3.get_object(Bucket=self.s.reply_bucket, Key=costs.SPEND_KEY)["Body"].read()
+            copy = json.loads(raw)
+            return {"spend_eur": float(copy["eur"]), "spend_at": str(copy["at"])}
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
+                log("warning", "spend not read", error=str(exc))
+        except (BotoCoreError, ValueError, KeyError, TypeError) as exc:
+            log("warning", "spend not read", error=str(exc))
+        return {"spend_eur": None, "spend_at": None}
 
     # ------------------------------------------------------------------ POST /stop
 
