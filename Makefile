@@ -62,6 +62,8 @@ sysdeps:
 	command -v podman >/dev/null || missing="$$missing podman"; \
 	command -v runc >/dev/null || missing="$$missing runc"; \
 	command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq; \
@@ -113,6 +115,7 @@ lint: $(VENV)/.installed $(VENV)/.ansible $(CHECKOV)
 	BC_SKIP_MAPPING=TRUE $(CHECKOV) -d roles/aws_stack/files/templates --framework cloudformation --quiet --compact \
 	  --skip-download
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	node --check tlcli/gui/app.js  # the GUI has no build step: its one script is at least valid JavaScript
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-lint
 
 # Every role's Molecule scenario and the whole-node one (molecule/node), in systemd Debian 12 containers

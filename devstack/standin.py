@@ -7,7 +7,8 @@ ending in ``data: [DONE]`` (text chunks, or a chat's ``delta`` chunks). ``GET /s
 requests it served at once and the last request's path and body.
 
 A prompt containing ``[[error-chunk]]`` gets an ``error`` object as a ``data:`` chunk after HTTP 200, as vLLM
-sends when the engine fails mid-stream.
+sends when the engine fails mid-stream; one containing ``[[html]]`` gets markup as its text (for the GUI's test
+that text is shown as text).
 
     python -m devstack.standin --port 8000 --latency 0.5 --chunks 8
 """
@@ -93,11 +94,12 @@ class StandIn:
                     break
                 last = i == self.chunks - 1
                 finish = "length" if last else None
+                piece = "<b>bold?</b>" if "[[html]]" in json.dumps(req.get("messages") or req.get("prompt")) else f" tok{i}"
                 if chat:
-                    delta = {"content": f" tok{i}", **({"role": "assistant"} if i == 0 else {})}
+                    delta = {"content": piece, **({"role": "assistant"} if i == 0 else {})}
                     choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
                 else:
-                    choice = {"index": 0, "text": f" tok{i}", "finish_reason": finish}
+                    choice = {"index": 0, "text": piece, "finish_reason": finish}
                 kind = "chat.completion.chunk" if chat else "text_completion"
                 await self._event(writer, {"id": "cmpl-standin", "object": kind, "created": created,
                                            "model": MODEL, "choices": [choice]})  # fmt: skip

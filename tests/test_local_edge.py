@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess
-import threading
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from devstack.authserver import AuthServer
 from devstack.edge import LocalEdgeServer, UserPool
-from devstack.procs import venv_tool, wait_until
+from devstack.procs import free_port, venv_tool, wait_until
 from devstack.stack import Stack, StandInServer
 from tests.support import PASSWORD
-from tlcli.tokens import LoginError, Tokens, challenge_of, hosted_ui_login, password_login
+from tlcli.tokens import LoginError, challenge_of, claims_unverified, hosted_ui_login, password_login
 
 pytestmark = pytest.mark.slow
 
@@ -155,60 +153,50 @@ def test_tl_ping(tl_env: dict[str, str]) -> None:
     assert done.returncode == 0 and json.loads(done.stdout) == {"status": "ok"}
 
 
-class FakeHostedUi:
-    """Cognito's /oauth2/authorize and /oauth2/token for one client (moto has no hosted UI), checking PKCE."""
+def test_hosted_ui_login_uses_pkce_and_checks_state(pool: UserPool, shared_stack: Stack) -> None:
+    """``tl login`` against the stand-in hosted UI (moto has none), which hands out the pool's real tokens."""
+    port = free_port()
+    callback = f"http://localhost:{port}/callback"
 
-    def __init__(self) -> None:
-        self.challenges: dict[str, str] = {}
-        outer = self
+    def sign_in(url: str) -> None:  # the user's browser: the form, filled in and sent
+        split = urllib.parse.urlsplit(url)
+        login = f"{split.scheme}://{split.netloc}/login?{split.query}"
+        httpx.post(login, data={"username": "ann", "password": PASSWORD}, follow_redirects=True, timeout=10)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
-                assert query["code_challenge_method"] == "S256" and query["response_type"] == "code"
-                code = base64.urlsafe_b64encode(os.urandom(9)).decode()
-                outer.challenges[code] = query["code_challenge"]
-                target = f"{query['redirect_uri']}?code={code}&state={urllib.parse.quote(query['state'])}"
-                self.send_response(302)
-                self.send_header("location", target)
-                self.end_headers()
-
-            def do_POST(self) -> None:
-                form = dict(urllib.parse.parse_qsl(self.rfile.read(int(self.headers["content-length"])).decode()))
-                expected = outer.challenges.pop(form.get("code", ""), None)
-                good = expected is not None and challenge_of(form.get("code_verifier", "")) == expected
-                granted = {"id_token": "header.payload.signature", "refresh_token": "refresh-1"}
-                body = json.dumps(granted if good else {"error": "invalid_grant"})
-                self.send_response(200 if good else 400)
-                self.send_header("content-type", "application/json")
-                self.end_headers()
-                self.wfile.write(body.encode())
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-
-def test_hosted_ui_login_uses_pkce_and_checks_state() -> None:
-    ui = FakeHostedUi()
-    try:
-        from devstack.procs import free_port  # noqa: PLC0415
-
-        token = hosted_ui_login(ui.url, "client", open_browser=lambda url: httpx.get(url, follow_redirects=True),
-                                port=free_port(), timeout_s=10)  # fmt: skip
-        assert token == Tokens("header.payload.signature", "refresh-1", "client")  # kept to renew the session
+    with AuthServer(shared_stack, pool, callbacks=[callback]) as ui:
+        tokens = hosted_ui_login(ui.url, pool.client_id, open_browser=sign_in, port=port, timeout_s=10)
+        assert tokens.client_id == pool.client_id and tokens.refresh_token  # kept to renew the session
+        assert claims_unverified(tokens.id_token)["cognito:username"] == "ann"
 
         def forged_state(url: str) -> None:
             query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
             httpx.get(f"{query['redirect_uri']}?code=abc&state=forged")
 
         with pytest.raises(LoginError, match="state does not match"):
-            hosted_ui_login(ui.url, "client", open_browser=forged_state, port=free_port(), timeout_s=10)
-    finally:
-        ui.server.shutdown()
+            hosted_ui_login(ui.url, pool.client_id, open_browser=forged_state, port=port, timeout_s=10)
+
+
+def test_the_stand_in_hosted_ui_refuses_what_cognito_refuses(pool: UserPool, shared_stack: Stack) -> None:
+    callback = "http://localhost:8765/callback"
+    verifier = "v" * 50
+    query = {"response_type": "code", "client_id": pool.client_id, "redirect_uri": callback, "state": "s",
+             "code_challenge": challenge_of(verifier), "code_challenge_method": "S256"}  # fmt: skip
+    with AuthServer(shared_stack, pool, callbacks=[callback]) as ui:
+        authorize = f"{ui.url}/oauth2/authorize"
+        assert httpx.get(authorize, params={**query, "redirect_uri": "http://evil.example/cb"}).status_code == 400
+        assert httpx.get(authorize, params={**query, "code_challenge_method": "plain"}).status_code == 400
+        assert httpx.get(authorize, params={**query, "client_id": "other"}).status_code == 400
+        token = f"{ui.url}/oauth2/token"
+
+        def code() -> str:
+            signed = httpx.post(f"{ui.url}/login", params=query, data={"username": "ann", "password": PASSWORD})
+            return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(signed.headers["location"]).query))["code"]
+
+        form = {"grant_type": "authorization_code", "client_id": pool.client_id, "redirect_uri": callback}
+        assert httpx.post(token, data={**form, "code": code(), "code_verifier": "wrong" * 10}).status_code == 400
+        good = {**form, "code": code(), "code_verifier": verifier}
+        assert "id_token" in httpx.post(token, data=good).json()
+        assert httpx.post(token, data=good).json() == {"error": "invalid_grant"}  # a code is good once
 
 
 def test_pkce_challenge_matches_rfc_7636() -> None:

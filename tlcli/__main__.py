@@ -130,6 +130,8 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--wait", type=float, default=300, help="seconds a request without stream waits (then 504)")
     serve.add_argument("--stream-timeout", type=float, default=900, help="seconds a stream follows its job")
     serve.add_argument("--poll", type=float, default=0.3, help="seconds between result polls")
+    serve.add_argument("--client-id", default=os.environ.get("TL_COGNITO_CLIENT_ID"), help="for the GUI's sign-in")
+    serve.add_argument("--domain", default=os.environ.get("TL_COGNITO_DOMAIN"), help="for the GUI's sign-in")
     return p
 
 
@@ -160,11 +162,13 @@ def serve(api: Api, args: argparse.Namespace, err: TextIO) -> int:
     api.call("GET", "/ping")  # the API is there, and the session is (or says `run tl login`) before anything listens
     api.auth.token()  # type: ignore[union-attr]
     try:
-        door = Door(api, args.port, wait_s=args.wait, stream_s=args.stream_timeout, poll_s=args.poll, log=err)
+        door = Door(api, args.port, wait_s=args.wait, stream_s=args.stream_timeout, poll_s=args.poll,
+                    client_id=args.client_id, auth_domain=args.domain, log=err)  # fmt: skip
     except OSError as exc:
         print(f"cannot listen on 127.0.0.1:{args.port} ({exc.strerror}): choose another with --port", file=err)
         return EXIT_USAGE
-    print(f"tl serve: OpenAI API at {door.url}/v1 (any API key) for {api.base}; Ctrl-C to stop", file=err, flush=True)
+    print(f"tl serve: OpenAI API at {door.url}/v1 (any API key) for {api.base}; the GUI at {door.gui_url}; "
+          "Ctrl-C to stop", file=err, flush=True)  # fmt: skip
     door.serve()
     return EXIT_OK
 

@@ -23,7 +23,10 @@ import threading
 import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Final, TextIO
+
+import httpx
 
 from tlcli.api import Api, ApiError, watch
 from tlcli.openai_compat import OpenAIError, Shaper, from_api, infer_body, job_failed, models
@@ -36,6 +39,19 @@ MAX_BODY_BYTES: Final = 65_536
 KEEPALIVE_S: Final = 5.0
 """Seconds between SSE comments while a stream waits: well under the 60 s idle timeouts of common proxies."""
 ROUTES: Final = {"/v1/chat/completions": "chat", "/v1/completions": "completion"}
+GUI_DIR: Final = Path(__file__).resolve().parent / "gui"
+GUI_FILES: Final = {"/gui/app.js": "app.js", "/gui/style.css": "style.css"}
+CONTENT_TYPES: Final = {"html": "text/html; charset=utf-8", "js": "text/javascript; charset=utf-8",
+                        "css": "text/css; charset=utf-8"}  # fmt: skip
+PAGE_HEADERS: Final = {
+    # the page runs only its own script and talks only to this door; it cannot be framed (clickjacking)
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
 
 
 class Door:
@@ -51,9 +67,13 @@ class Door:
         stream_s: float = 900,
         poll_s: float = 0.3,
         keepalive_s: float = KEEPALIVE_S,
+        client_id: str | None = None,
+        auth_domain: str | None = None,
         log: TextIO = sys.stderr,
     ) -> None:
         self.api = api
+        self.client_id = client_id
+        self.auth_domain = (auth_domain or "").rstrip("/") or None
         self.wait_s, self.stream_s, self.poll_s, self.keepalive_s = wait_s, stream_s, poll_s, keepalive_s
         self.key = secrets.token_urlsafe(24)
         self.log = log
@@ -67,6 +87,15 @@ class Door:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def gui_url(self) -> str:
+        """Where the GUI is opened: ``localhost``, the origin of the app client's callback URL."""
+        return f"http://localhost:{self.port}/"
+
+    def gui_config(self) -> dict[str, Any]:
+        return {"api": self.api.base, "clientId": self.client_id, "authDomain": self.auth_domain,
+                "redirectUri": f"{self.gui_url}callback", "key": self.key}  # fmt: skip
 
     def start(self) -> Door:
         self._thread = threading.Thread(target=self.server.serve_forever, args=(0.1,), daemon=True)
@@ -114,9 +143,21 @@ class _Handler(BaseHTTPRequestHandler):
         if origin is not None and origin not in door.origins:
             return OpenAIError(403, "cross-origin requests are refused", type="permission_error", code="cross_origin")
         browser = origin is not None or self.headers.get("Sec-Fetch-Site") is not None
-        if browser and self.command != "GET" and not secrets.compare_digest(self.headers.get("X-TL-Key", ""), door.key):
+        acts = self.command != "GET" or self.path.startswith("/gui/status")
+        if (browser or self.path.startswith("/gui/")) and acts and not self._keyed():
             return OpenAIError(403, "a browser's request needs the page's key", type="permission_error", code="no_key")
         return None
+
+    def _keyed(self) -> bool:
+        return secrets.compare_digest(self.headers.get("X-TL-Key", "").encode(), self.door.key.encode())
+
+    def _api(self) -> Api:
+        """The GUI's calls carry the page's key and the browser's own sign-in: they go with that token; every
+        other client's API key is ignored and the door's session (``tl login``) is used."""
+        bearer = self.headers.get("Authorization", "")
+        if self._keyed() and bearer.startswith("Bearer ") and bearer.count(".") == 2:  # noqa: PLR2004
+            return Api(self.door.api.base, bearer.removeprefix("Bearer ").strip(), client=self.door.api.http)
+        return self.door.api
 
     # ------------------------------------------------------------------ routes
 
@@ -129,6 +170,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(refused)
         elif self.path == "/v1/models":
             self._json(200, models())
+        elif self.path.split("?", 1)[0] in ("/", "/callback") or self.path in GUI_FILES:
+            self._static(GUI_FILES.get(self.path, "index.html"))
+        elif self.path == "/gui/config.json":
+            self._json(200, self.door.gui_config(), {"Cache-Control": "no-store"})
+        elif self.path == "/gui/status":
+            self._status()
         else:
             self._error(OpenAIError(404, f"no route GET {self.path[:100]}", code="not_found"))
 
@@ -138,6 +185,9 @@ class _Handler(BaseHTTPRequestHandler):
         if refused:
             self._drain()
             self._error(refused)
+            return
+        if self.path == "/gui/token":
+            self._token()
             return
         if kind is None:
             self._drain()
@@ -182,7 +232,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _submit(self, body: dict[str, Any]) -> tuple[str, float | None]:
         """``POST /infer``: the job's id, and when the node is starting, the monotonic time it should serve by."""
         try:
-            status, data, headers = self.door.api.call("POST", "/infer", body)
+            status, data, headers = self._api().call("POST", "/infer", body)
         except LoginError as exc:
             raise OpenAIError(401, str(exc), type="authentication_error", code="invalid_api_key") from None
         except ApiError as exc:
@@ -197,7 +247,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _whole(self, shaper: Shaper, job_id: str) -> None:
         try:
-            for update in watch(self.door.api, job_id, timeout_s=self.door.wait_s, poll_s=self.door.poll_s):
+            for update in watch(self._api(), job_id, timeout_s=self.door.wait_s, poll_s=self.door.poll_s):
                 if update.status == "done":
                     self._json(200, shaper.whole(update.data.get("reply") or {}))
                     return
@@ -223,7 +273,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self._event(shaper.chunk(first=True))
             said = time.monotonic()
-            for update in watch(self.door.api, job_id, timeout_s=self.door.stream_s, poll_s=self.door.poll_s):
+            for update in watch(self._api(), job_id, timeout_s=self.door.stream_s, poll_s=self.door.poll_s):
                 if update.new_text and update.status in ("running", "done"):
                     self._event(shaper.chunk(update.new_text))
                     said = time.monotonic()
@@ -248,6 +298,63 @@ class _Handler(BaseHTTPRequestHandler):
             self._write(b"")
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client went away; the job goes on and its reply is kept
+
+    # ------------------------------------------------------------------ the GUI
+
+    def _static(self, name: str) -> None:
+        payload = (GUI_DIR / name).read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Type", CONTENT_TYPES[name.rsplit(".", 1)[-1]])
+        self.send_header("Content-Length", str(len(payload)))
+        for header, value in PAGE_HEADERS.items():
+            self.send_header(header, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _status(self) -> None:
+        """``GET /status`` of the API with the browser's token (same origin: no CORS needed on any port)."""
+        try:
+            status, data, _ = self._api().call("GET", "/status")
+        except (ApiError, LoginError) as exc:
+            code = exc.status if isinstance(exc, ApiError) else 401
+            self._error(OpenAIError(401 if code in (401, 403) else 502, str(exc), type="api_error"))
+            return
+        self._json(status, data)
+
+    def _token(self) -> None:
+        """The sign-in's last step: the page's code and PKCE verifier (or its refresh token) traded at the hosted
+        UI's token endpoint, from here, so that the browser needs no CORS from Cognito."""
+        door = self.door
+        try:
+            request = self._body()
+        except OpenAIError as exc:
+            self._error(exc)
+            return
+        if not door.auth_domain or not door.client_id:
+            self._error(OpenAIError(400, "sign-in is not configured (TL_COGNITO_DOMAIN, TL_COGNITO_CLIENT_ID)"))
+            return
+        grant = request.get("grant_type")
+        form = {"client_id": door.client_id, "grant_type": str(grant)}
+        if grant == "authorization_code":
+            form.update(code=str(request.get("code", "")), code_verifier=str(request.get("code_verifier", "")),
+                        redirect_uri=door.gui_config()["redirectUri"])  # fmt: skip
+        elif grant == "refresh_token":
+            form["refresh_token"] = str(request.get("refresh_token", ""))
+        else:
+            self._error(OpenAIError(400, "grant_type: must be authorization_code or refresh_token", param="grant_type"))
+            return
+        try:
+            answer = door.api.http.post(f"{door.auth_domain}/oauth2/token", data=form, timeout=15)
+            granted = answer.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            self._error(OpenAIError(502, f"the sign-in service did not answer: {exc}", type="api_error"))
+            return
+        if answer.status_code != 200 or "id_token" not in granted:  # noqa: PLR2004
+            reason = granted.get("error_description") or granted.get("error") or answer.status_code
+            self._error(OpenAIError(400, f"the sign-in service refused: {reason}", type="authentication_error"))
+            return
+        self._json(200, {k: granted[k] for k in ("id_token", "refresh_token", "expires_in") if k in granted},
+                   {"Cache-Control": "no-store"})  # fmt: skip
 
     # ------------------------------------------------------------------ the wire
 
