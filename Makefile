@@ -32,7 +32,7 @@ CHECKOV_VERSION := 3.3.30
 CHECKOV := $(CACHE)/checkov-$(CHECKOV_VERSION)/bin/checkov
 
 PYTEST := $(BIN)/python -m pytest
-CODE := node_agent jobqueue lambdas tlcli devstack tests bench roles molecule scripts/ssm-run
+CODE := node_agent jobqueue lambdas tlcli devstack tests bench roles molecule scripts/ssm-run scripts/gui-smoke
 
 .PHONY: help deps sysdeps images lint test test-fast coverage demo bench bench-coldstart bench-router bench-cost lambda-package lambda-deploy teardown molecule clean
 

@@ -87,14 +87,15 @@ class StandIn:
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
             created = int(time.time())
             pause = self.latency_s / self.chunks
+            asked = json.dumps(req.get("prompt") or req.get("messages"))
             for i in range(self.chunks):
                 await asyncio.sleep(pause)
-                if "[[error-chunk]]" in json.dumps(req.get("prompt") or req.get("messages")) and i == 1:
+                if "[[error-chunk]]" in asked and i == 1:
                     await self._event(writer, {"error": {"message": "engine died", "type": "InternalServerError"}})
                     break
                 last = i == self.chunks - 1
                 finish = "length" if last else None
-                piece = "<b>bold?</b>" if "[[html]]" in json.dumps(req.get("messages") or req.get("prompt")) else f" tok{i}"
+                piece = "<b>bold?</b>" if "[[html]]" in asked else f" tok{i}"
                 if chat:
                     delta = {"content": piece, **({"role": "assistant"} if i == 0 else {})}
                     choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}

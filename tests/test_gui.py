@@ -5,8 +5,6 @@ agent with the stand-in model server. Each state is saved as a screenshot under 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,8 +12,12 @@ from typing import Any
 
 import httpx
 import pytest
+from selenium.common.exceptions import WebDriverException
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 
 from devstack.authserver import AuthServer
+from devstack.browser import binaries, chromium, console
 from devstack.edge import LocalEdgeServer, UserPool, create_user
 from devstack.procs import REPO
 from devstack.stack import Stack, StandInServer
@@ -27,15 +29,9 @@ from tlcli.api import Api
 from tlcli.serve import Door
 from tlcli.tokens import Session
 
-webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.common.exceptions import WebDriverException  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.common.keys import Keys  # noqa: E402
-
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="Debian's chromium and chromium-driver: make deps"),
+    pytest.mark.skipif(binaries() is None, reason="Debian's chromium and chromium-driver: make deps"),
 ]
 SHOTS = REPO / "build" / "gui"
 USER = "gui-user"
@@ -43,14 +39,7 @@ USER = "gui-user"
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not look for a browser or a driver to download
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=390,844"):
-        options.add_argument(argument)  # a phone-width window
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the page's console, shown when a test fails
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=str(CHROMEDRIVER)))
-    driver.set_page_load_timeout(30)
+    driver = chromium()
     yield driver
     driver.quit()
 
@@ -82,8 +71,7 @@ def until(check: Callable[[], Any], timeout_s: float, what: str, browser: Any) -
             return found
         time.sleep(0.1)
     shot(browser, f"failed-{what.replace(' ', '-')[:40]}")
-    console = [entry["message"] for entry in browser.get_log("browser")]
-    raise AssertionError(f"{what}: not within {timeout_s} s; the page's console: {console}")
+    raise AssertionError(f"{what}: not within {timeout_s} s; the page's console: {console(browser)}")
 
 
 def shot(browser: Any, name: str) -> Path:

@@ -1,5 +1,6 @@
 """playbooks/smoke.yml against the local stack: the local edge (same routes and JWT rules as the HTTP API), the
-moto Cognito for the token, the agent and a model stand-in; then its fail-fast path when Redis goes away."""
+moto Cognito for the token, the agent and a model stand-in, and the GUI in headless Chromium; then its fail-fast
+path when Redis goes away."""
 
 from __future__ import annotations
 
@@ -40,6 +41,11 @@ def test_smoke_passes_and_keeps_the_reply(
     log = json.loads((tmp_path / "smoke-log.json").read_text())
     assert log and log[-1]["status"] == "done"
     assert not (tmp_path / "UNSTABLE").exists() and "smoke passed" in out.stdout  # type: ignore[attr-defined]
+    # CI-005: the GUI, headless, typed a prompt and its reply was read back from S3 (scripts/gui-smoke)
+    gui_reply = json.loads((tmp_path / "gui-reply.json").read_text())
+    assert gui_reply["status"] == "done" and gui_reply["reply"]["output"] and gui_reply["url"]
+    assert json.loads((tmp_path / "gui-log.json").read_text())[-1]["step"] == "reply read back"
+    assert (tmp_path / "gui.png").stat().st_size > 0 and (tmp_path / "gui-console.json").exists()
 
 
 def test_smoke_fails_fast_on_three_5xx_in_a_row(

@@ -204,6 +204,7 @@ async function readStream(response, answer) {
           answer.meta.textContent = line.slice(2); // the node's state while the stream waits
         } else if (line.startsWith("data: ") && line !== "data: [DONE]") {
           const chunk = JSON.parse(line.slice(6));
+          if (chunk.id && !answer.item.dataset.job) answer.item.dataset.job = chunk.id.replace(/^chatcmpl-/, "");
           if (chunk.error) { answer.meta.textContent = chunk.error.message; answer.item.classList.add("failed"); continue; }
           for (const choice of chunk.choices || []) {
             const piece = (choice.delta && choice.delta.content) || "";
@@ -224,7 +225,7 @@ async function main() {
     window.location.replace(home + window.location.pathname + window.location.search);
     return;
   }
-  if (!config.clientId || !config.authDomain) {
+  if ((!config.clientId || !config.authDomain) && !tokens()) {
     problem("Sign-in is not configured: start tl serve with TL_COGNITO_CLIENT_ID and TL_COGNITO_DOMAIN set.");
     return;
   }
