@@ -13,25 +13,83 @@ container then boots as the instance would: systemd, Redis, supervisor, llama-se
 agent, which adopts the parked job into its queue and answers it. ``tl`` prints the text as it streams and the
 final reply with its timings; the demo prints each step's evidence between.
 
+Then ``tl serve`` starts on http://127.0.0.1:8765 (another port when that one is taken), the official ``openai``
+client asks it for a chat completion, and the demo prints the address and that call, which works from any shell
+while the stack is up. With ``DEMO_KEEP=1`` the stack stays up until Ctrl-C, with the GUI at
+http://localhost:8765/ (sign in as the demo user through the stand-in hosted UI, ``devstack.authserver``).
+
     python -m devstack.demo ["your prompt"] [--max-tokens N]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
+import socket
 import subprocess
 import sys
+from collections.abc import Callable
 
+from devstack.authserver import AuthServer
 from devstack.edge import DEMO_PASSWORD, DEMO_USER
 from devstack.fullstack import FullStack
-from devstack.procs import REPO, StackError, venv_tool
+from devstack.procs import REPO, StackError, free_port, http_ok, venv_tool, wait_until
+from tlcli.serve import DEFAULT_PORT
 
 DEFAULT_PROMPT = "The three most useful things to know about running a language model on one small server are"
 
 
 def say(line: str) -> None:
     print(line, flush=True)
+
+
+OPENAI_EXAMPLE = """from openai import OpenAI
+ai = OpenAI(base_url="{url}/v1", api_key="anything")
+answer = ai.chat.completions.create(model="tinyllama-shape", max_tokens=48,
+                                    messages=[{{"role": "user", "content": "Name three colours."}}])
+print(answer.choices[0].message.content)"""
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def serve_openai(whole: FullStack, env: dict[str, str], *, keep: bool, say: Callable[[str], None]) -> str:
+    """``tl serve`` for the stack, the ``openai`` client's call against it (its answer is returned), and with
+    ``keep`` the stack held up for a person, with the GUI, until Ctrl-C."""
+    from openai import OpenAI  # noqa: PLC0415 (a dev dependency, as the demo is)
+
+    port = DEFAULT_PORT if port_free(DEFAULT_PORT) else free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = (whole.workdir / "tl-serve.log").open("w")
+    with AuthServer(whole.stack, whole.pool, callbacks=[f"http://localhost:{port}/callback"]) as hosted_ui:
+        serve = subprocess.Popen([venv_tool("tl"), "serve", "--port", str(port)], stdout=log, stderr=log,
+                                 env={**env, "TL_COGNITO_DOMAIN": hosted_ui.url})  # fmt: skip
+        try:
+            wait_until(lambda: serve.poll() is None and http_ok(f"{url}/v1/models"), 30, "tl serve")
+            example = OPENAI_EXAMPLE.format(url=url)
+            say(f"\n$ tl serve --port {port}    # the OpenAI API on loopback, for the tools you already use")
+            say(f"\n$ python - <<'EOF'\n{example}\nEOF")
+            ai = OpenAI(base_url=f"{url}/v1", api_key="anything", max_retries=0, timeout=300)
+            question = [{"role": "user", "content": "Name three colours."}]
+            answer = ai.chat.completions.create(model="tinyllama-shape", max_tokens=48, messages=question)  # type: ignore[arg-type]
+            text = answer.choices[0].message.content or ""
+            say(text)
+            say(f"\ntl serve: {url}/v1 (OpenAI API, any key); the GUI: http://localhost:{port}/ "
+                f"(sign in as {whole.user!r}, password {whole.password!r}); its log: {log.name}")  # fmt: skip
+            if keep:
+                say("DEMO_KEEP=1: the stack stays up; Ctrl-C stops it all")
+                try:
+                    serve.wait()
+                except KeyboardInterrupt:
+                    say("\nstopping")
+            return text
+        finally:
+            serve.terminate()
+            serve.wait(10)
+            log.close()
 
 
 def main() -> int:
@@ -66,7 +124,9 @@ def main() -> int:
                 f"parked now: {len(whole.parked())}")  # fmt: skip
             steps = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in whole.timings.items())
             say(f"\nset-up: {steps}; the node's boot (container start to agent running): {boot.seconds:.1f} s")
-    except (StackError, subprocess.SubprocessError) as exc:
+            if code == 0:
+                serve_openai(whole, env, keep=os.environ.get("DEMO_KEEP") == "1", say=say)
+    except (StackError, subprocess.SubprocessError, OSError) as exc:
         print(f"demo failed: {exc}\nlogs in {workdir}", file=sys.stderr)
         return 1
     say(f"logs of every process (the node's under node-logs/, the edge access log included): {workdir}")

@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from devstack.ansible import PLAYBOOK, play
+from devstack.demo import serve_openai
 from devstack.deploy import NOTHING_LEFT, leftovers, teardown
 from devstack.edge import create_user, id_token
 from devstack.fullstack import AGENT, GPU_INFERENCE, HUB_FILE, HUB_REPO, INFERENCE, FullStack
@@ -233,6 +234,19 @@ def test_a_resize_boots_the_one_image_as_the_gpu_shape_and_back_as_the_builder(w
     assert out.returncode == 0, out.stdout + out.stderr
     assert "done:" in out.stderr and "on the builder shape" in out.stderr, out.stderr
     assert node.unit_active(INFERENCE)
+
+
+def test_the_demo_ends_with_tl_serve_and_an_openai_call_that_works(whole: FullStack) -> None:
+    """``make demo``'s last step on the whole path: ``tl serve`` for the local API and the ``openai`` client's chat
+    completion through it, answered by the node's real model (the same function the demo runs)."""
+    env = whole.tl_env()
+    subprocess.run([venv_tool("tl"), "login", "--password", "--username", USER], env=env, check=True,
+                   capture_output=True, timeout=60)  # fmt: skip
+    said: list[str] = []
+    answer = serve_openai(whole, env, keep=False, say=said.append)
+    assert answer.strip(), said
+    printed = "\n".join(said)
+    assert 'base_url="http://127.0.0.1:' in printed and "/v1" in printed and "the GUI: http://localhost:" in printed
 
 
 def test_teardown_after_the_whole_path_leaves_nothing_of_it(whole: FullStack) -> None:
