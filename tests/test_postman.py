@@ -48,6 +48,6 @@ def test_the_postman_collection_passes_against_the_local_edge(
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     stats = json.loads(report.read_text())["run"]["stats"]
-    assert stats["requests"]["total"] == 10 + 5  # ten requests and the five burst calls of the throttle case
+    assert stats["requests"]["total"] == 13 + 5  # thirteen requests and the five burst calls of the throttle case
     assert stats["assertions"]["failed"] == 0
     assert stats["assertions"]["total"] >= 15
