@@ -213,7 +213,19 @@ class Stack:
         return read_reply(self.s3(), job_id, self.bucket)
 
     def wait_reply(self, job_id: str, timeout_s: float = 60) -> dict[str, Any]:
-        return wait_reply(self.s3(), job_id, timeout_s, self.bucket)
+        """The job's reply, once the job is settled. The agent stores the reply in S3 first and settles the job in
+        Redis just after (``result:<id>``, the dead letter, the ack: one Lua call); a test that reads Redis as soon
+        as the reply shows would race that second write, so this waits for it too (not while Redis is away)."""
+        reply = wait_reply(self.s3(), job_id, timeout_s, self.bucket)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if self.redis.client().exists(contract.result_key(job_id)):
+                    break
+            except redis.RedisError:
+                break  # Redis away: nothing there to race
+            time.sleep(0.02)
+        return reply
 
     def reply_versions(self, job_id: str) -> int:
         """How many objects were ever written for this reply (the bucket is unversioned, so: 0 or 1)."""

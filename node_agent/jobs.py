@@ -185,31 +185,33 @@ class JobRunner:
         )
 
     async def _settle(self, entry: Entry, reply: dict[str, Any], *, job: Job | None = None, raw: str = "") -> None:
-        """Store the final reply (retried until S3 takes it), then settle the job in Redis."""
+        """Store the final reply (retried until S3 takes it), count it, then settle the job in Redis — last, so that
+        whoever sees the job settled (``result:<id>``, the dead letter, the ack) also sees its reply and its
+        metrics."""
         s3_started = time.monotonic()
         stood = await retry("store the reply in S3", lambda: self.replies.write(reply))
         s3_s = time.monotonic() - s3_started
-        status, error = stood["status"], stood.get("error")
-        await retry(
-            "settle the job in Redis",
-            lambda: self.queue.finish(entry, status, stood["timings"]["finished_at"], error, raw),
-        )
         if job is not None:
             self.idle.job_finished(time.monotonic(), job["idle_minutes"])
         running = self.running.get(entry.entry_id)
         handled_s = None if running is None else time.monotonic() - running.claimed
         self._record(stood, duplicate=stood is not reply, handled_s=handled_s, s3_s=s3_s)
+        status, error = stood["status"], stood.get("error")
+        await retry(
+            "settle the job in Redis",
+            lambda: self.queue.finish(entry, status, stood["timings"]["finished_at"], error, raw),
+        )
 
     def _record(self, reply: dict[str, Any], *, duplicate: bool, handled_s: float | None, s3_s: float) -> None:
-        timings = reply["timings"]
+        timings = reply.get("timings") or {}  # a reply stored earlier may be another agent's, of another version
         fields = {
             "job_id": reply["id"],
             "status": reply["status"],
-            "attempts": reply["attempts"],
-            "queued_ms": timings["queued_ms"],
-            "ttft_ms": timings["ttft_ms"],
-            "latency_ms": timings["total_ms"],
-            # Claim → settled, including the S3 write and the Redis bookkeeping: latency_ms plus the agent's cost.
+            "attempts": reply.get("attempts"),
+            "queued_ms": timings.get("queued_ms"),
+            "ttft_ms": timings.get("ttft_ms"),
+            "latency_ms": timings.get("total_ms"),
+            # Claim → the reply stored, the S3 write included: latency_ms plus the agent's cost.
             "handled_ms": None if handled_s is None else round(handled_s * 1000, 1),
             "s3_ms": round(s3_s * 1000, 1),
         }
@@ -222,7 +224,7 @@ class JobRunner:
             (self.metrics.ttft, "ttft_ms", "TimeToFirstTokenMs"),
             (self.metrics.total, "total_ms", "JobLatencyMs"),
         ):
-            if timings[key] is not None:
+            if timings.get(key) is not None:
                 histogram.observe(timings[key] / 1000)
                 self.cloudwatch.add(cw_name, timings[key], "Milliseconds")
         level = logging.INFO if reply["status"] == "done" else logging.WARNING
