@@ -28,7 +28,7 @@ from node_agent.idle_stop import IdleStopper
 from node_agent.instance import Stopper
 from node_agent.jobs import JobRunner
 from node_agent.life import Life
-from node_agent.metrics import CloudWatchPublisher, Metrics
+from node_agent.metrics import LAG_PROBE_S, CloudWatchPublisher, Metrics
 from node_agent.replies import ReplyStore
 from node_agent.settings import Settings
 
@@ -89,6 +89,7 @@ class Agent:
         )
         await retry("connect to Redis", self.queue.ensure_group)
         heartbeat = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
+        lag = asyncio.create_task(self._lag_loop(), name="loop-lag")
         await self._adopt()  # requests parked while the node slept join the queue before anything is claimed
         if await self._wait_backend():
             self.life.state = "ready"
@@ -104,7 +105,7 @@ class Agent:
             await self._drain(claim, others)
         if self.life.state == "stopping":
             await self._park_back()
-        await stop_tasks([heartbeat])
+        await stop_tasks([heartbeat, lag])
         with contextlib.suppress(*TRANSIENT):
             await self.queue.clear_heartbeat()
         await self.cloudwatch.flush()
@@ -212,6 +213,14 @@ class Agent:
                 if job is not None:
                     # Another agent runs it too; S3's write-once rule keeps one reply, so let both finish.
                     log.warning("claim taken over by another agent", extra={"job_id": job.entry.job_id})
+
+    async def _lag_loop(self) -> None:
+        """The event loop's lag: a job's work that blocks the loop (parsing, a synchronous call) shows here first."""
+        loop = asyncio.get_running_loop()
+        while True:
+            asleep = loop.time()
+            await asyncio.sleep(LAG_PROBE_S)
+            self.metrics.loop_lag.observe(max(loop.time() - asleep - LAG_PROBE_S, 0.0))
 
     async def _heartbeat_loop(self) -> None:
         while True:

@@ -23,6 +23,9 @@ log = logging.getLogger("node_agent.metrics")
 
 NAMESPACE: Final = "TLFIF"
 LATENCY_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
+LAG_BUCKETS: Final = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1)
+LAG_PROBE_S: Final = 0.1
+"""How often the event loop's lag is sampled: a sleep of this long that wakes late by the lag."""
 CLOUDWATCH_VALUES_PER_DATUM: Final = 150
 
 
@@ -50,6 +53,10 @@ class Metrics:
         )
         self.backend_up = Gauge("tl_backend_up", "1 when the model server answers.", registry=r)
         self.shape = Gauge("tl_shape", "1 for the shape this boot runs as (tl-shape).", ["shape"], registry=r)
+        self.loop_lag = Histogram(
+            "tl_event_loop_lag_seconds", "How late the agent's event loop wakes a timer (sampled every 0.1 s).",
+            buckets=LAG_BUCKETS, registry=r,
+        )  # fmt: skip
         for status in ("done", "failed", "expired"):
             self.jobs.labels(status)
         self.gpu = NvmlCollector.create()

@@ -262,7 +262,13 @@ def test_metrics_are_exposed_on_loopback(stack: Stack, standin: StandInServer) -
     assert "tl_job_time_to_first_token_seconds_count 1.0" in text
     assert "tl_job_queue_wait_seconds_count 1.0" in text
     assert "tl_backend_up 1.0" in text
-    for name in ("tl_jobs_in_flight", "tl_queue_depth", "tl_idle_stop_seconds", "tl_auto_stops_total"):
+    for name in (
+        "tl_jobs_in_flight",
+        "tl_queue_depth",
+        "tl_idle_stop_seconds",
+        "tl_auto_stops_total",
+        "tl_event_loop_lag_seconds_count",
+    ):
         assert name in text
     agent.signal(signal.SIGTERM)
     agent.wait(20)
