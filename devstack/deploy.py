@@ -37,14 +37,8 @@ if TYPE_CHECKING:
 TEMPLATES: Final = REPO / "roles" / "aws_stack" / "files" / "templates"
 BEFORE_THE_LAMBDAS: Final = ("network", "node", "queue", "identity", "functions")
 PREFIX: Final = "tl-fif"
-ROLE_OUTPUTS: Final = {
-    "router": "RouterRoleArn",
-    "shape_control": "ShapeControlRoleArn",
-    "queue_health": "QueueHealthRoleArn",
-    "budget_killer": "BudgetKillerRoleArn",
-    "cost_publisher": "CostPublisherRoleArn",
-    "cost_summary": "CostSummaryRoleArn",
-}
+ROLE_OUTPUTS: Final = {fn: "".join(part.title() for part in fn.split("_")) + "RoleArn" for fn in FUNCTIONS}
+"""Each function's role, as the functions stack names its output (``router`` → ``RouterRoleArn``)."""
 
 
 @dataclass(frozen=True)
