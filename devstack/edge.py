@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from devstack.procs import Process, free_port, http_ok, wait_until
+from devstack.procs import Process, clean_env, free_port, http_ok, wait_until
 from devstack.servers import AWS_REGION
 from devstack.stack import Stack, pythonpath
 
@@ -84,7 +83,7 @@ class LocalEdgeServer(Process):
 
     def __init__(self, workdir: Path, env: dict[str, str]) -> None:
         self.port = free_port()
-        base = {k: v for k, v in os.environ.items() if not k.startswith(("TL_", "AWS_"))}
+        base = clean_env()
         argv = [sys.executable, "-m", "lambdas.local_api", "--port", str(self.port)]
         super().__init__(f"edge-{self.port}", argv, workdir, {**base, **env, "PYTHONPATH": pythonpath()})
 

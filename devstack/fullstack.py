@@ -19,7 +19,6 @@ Each step's time is kept in ``timings``. ``close()`` copies the node's logs out 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -43,7 +42,7 @@ from devstack.node import (
     node_settings,
     podman,
 )
-from devstack.procs import StackError, wait_until
+from devstack.procs import StackError, clean_env, wait_until
 from devstack.servers import AWS_REGION, ensure_model
 from devstack.stack import Stack
 from jobqueue.inbox import Inbox
@@ -215,7 +214,7 @@ class FullStack:
 
     def tl_env(self) -> dict[str, str]:
         """The environment ``tl`` gets: the local API and Cognito, a token file of its own."""
-        base = {k: v for k, v in os.environ.items() if not k.startswith(("TL_", "AWS_"))}
+        base = clean_env()
         return {**base, **self.stack.moto.aws_env(), "TL_API_URL": self.edge.url,
                 "TL_COGNITO_CLIENT_ID": self.pool.client_id, "TL_TOKEN_FILE": str(self.workdir / "token.json"),
                 "TL_PASSWORD": self.password}  # fmt: skip

@@ -34,6 +34,12 @@ def role_default(role: str, name: str) -> Any:
     return yaml.safe_load((REPO / "roles" / role / "defaults" / "main.yml").read_text())[name]
 
 
+def clean_env() -> dict[str, str]:
+    """This process's environment without the project's settings (``TL_*``) and AWS's (``AWS_*``): what a child
+    process starts from before it is given its own, so that nothing of the caller's configuration leaks in."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("TL_", "AWS_"))}
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

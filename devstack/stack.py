@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 import redis
 from botocore.exceptions import ClientError
 
-from devstack.procs import Process, StackError, free_port, http_ok, venv_tool, wait_until
+from devstack.procs import Process, StackError, clean_env, free_port, http_ok, venv_tool, wait_until
 from devstack.servers import AWS_REGION, LOOPBACK, MotoServer, RedisServer
 from jobqueue import contract
 from jobqueue.contract import Job
@@ -164,7 +164,7 @@ class Stack:
     # ------------------------------------------------------------ agents
 
     def agent_env(self, backend_url: str, **overrides: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("TL_", "AWS_"))}
+        env = clean_env()
         env.update(self.moto.aws_env())
         env.update(
             {

@@ -5,7 +5,6 @@ nginx passes on, a valid id token 204 with the user."""
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,14 +12,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from devstack.procs import Process, free_port, venv_tool, wait_until
+from devstack.procs import Process, clean_env, free_port, venv_tool, wait_until
 from tests.support import ATTACKS, AUDIENCE, ISSUER, JwksServer, SigningKey
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]  # starts tl-door processes
 
 
 def door_env(jwks_url: str, port: int) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("TL_", "AWS_"))}
+    base = clean_env()
     return {**base, "TL_DOOR_PORT": str(port), "TL_JWKS_URL": jwks_url, "TL_JWT_ISSUER": ISSUER,
             "TL_JWT_AUDIENCE": AUDIENCE}  # fmt: skip
 
@@ -94,7 +93,7 @@ def test_only_verify_is_served(door: str) -> None:
 
 
 def test_missing_settings_are_named_and_nothing_listens() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TL_", "AWS_"))}
+    env = clean_env()
     done = subprocess.run([venv_tool("tl-door")], env={**env, "TL_DOOR_PORT": "0"}, capture_output=True,
                           text=True, timeout=30, check=False)  # fmt: skip
     assert done.returncode == 2

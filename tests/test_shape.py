@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ import httpx
 import pytest
 
 from devstack.imds import ImdsServer
-from devstack.procs import REPO, free_port, venv_tool
+from devstack.procs import REPO, clean_env, free_port, venv_tool
 from devstack.stack import Stack, StandInServer
 from node_agent import shape
 from node_agent.shape import ShapeError, Shapes, find_gpus
@@ -131,7 +130,7 @@ def imds() -> Iterator[ImdsServer]:
 
 def run_shape(tmp_path: Path, imds: ImdsServer, data: Any, sysfs: Path) -> subprocess.CompletedProcess[str]:
     (tmp_path / "shapes.json").write_text(json.dumps(data))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TL_", "AWS_"))}
+    env = clean_env()
     env.update(TL_SHAPES_FILE=str(tmp_path / "shapes.json"), TL_SHAPE_ENV=str(tmp_path / "run" / "shape.env"),
                TL_SYSFS_PCI=str(sysfs), AWS_EC2_METADATA_SERVICE_ENDPOINT=imds.url)  # fmt: skip
     return subprocess.run([venv_tool("tl-shape")], env=env, capture_output=True, text=True, timeout=60, check=False)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import json
-import os
 import re
 import subprocess
 import time
@@ -33,7 +32,7 @@ from devstack.ansible import PLAYBOOK
 from devstack.cfn_moto import RESOURCE_CHECKED, for_strict_moto, load
 from devstack.deploy import TEMPLATES, deploy_stacks
 from devstack.edge import create_user_pool
-from devstack.procs import BlackHole, venv_tool, wait_until
+from devstack.procs import BlackHole, clean_env, venv_tool, wait_until
 from devstack.quotas import QuotaServer
 from devstack.stack import Stack, StandInServer
 from jobqueue.inbox import Inbox
@@ -175,7 +174,7 @@ def test_the_agent_and_the_watchdog_stop_the_node_on_the_nodes_role(
     ec2.start_instances(InstanceIds=[stack.instance_id])
     # no heartbeat (no agent): the watchdog starts its clock, then stops the instance after the limit
     state = tmp_path / "watchdog.json"
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("TL_", "AWS_"))}, **stack.moto.aws_env(),
+    env = {**clean_env(), **stack.moto.aws_env(),
            **node_role, "TL_REDIS_URL": stack.redis.url, "TL_INSTANCE_ID": stack.instance_id,
            "TL_WATCHDOG_STATE": str(state)}  # fmt: skip
     for limit in ("60", "1"):

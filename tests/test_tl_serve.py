@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ import openai
 import pytest
 
 from devstack.edge import LocalEdgeServer, UserPool, create_user
-from devstack.procs import wait_until
+from devstack.procs import clean_env, wait_until
 from devstack.servers import AWS_REGION, LlamaServer
 from devstack.stack import Stack, StandInServer
 from jobqueue import contract
@@ -268,7 +267,7 @@ def test_tl_serve_refuses_to_start_without_a_login(edge: LocalEdgeServer, tmp_pa
 
     from devstack.procs import venv_tool  # noqa: PLC0415
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TL_", "AWS_"))}
+    env = clean_env()
     env.update(TL_API_URL=edge.url, TL_TOKEN_FILE=str(tmp_path / "none.json"))
     done = subprocess.run([venv_tool("tl"), "serve", "--port", "0"], env=env, capture_output=True, text=True,
                           timeout=30, check=False)  # fmt: skip

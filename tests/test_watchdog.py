@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from devstack.procs import role_default, venv_tool
+from devstack.procs import clean_env, role_default, venv_tool
 from devstack.stack import Stack
 from jobqueue import contract
 from node_agent.watchdog import STALE_S, decide
@@ -50,7 +49,7 @@ def test_a_node_that_just_booted_is_given_the_limit_first() -> None:
 
 
 def run_watchdog(stack: Stack, state: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("TL_", "AWS_"))}
+    base = clean_env()
     full = {**base, **stack.moto.aws_env(), "TL_REDIS_URL": stack.redis.url, "TL_INSTANCE_ID": stack.instance_id,
             "TL_WATCHDOG_STATE": str(state), **env}  # fmt: skip
     return subprocess.run([venv_tool("tl-watchdog")], env=full, capture_output=True, text=True, timeout=60, check=False)
