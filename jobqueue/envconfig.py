@@ -1,16 +1,25 @@
-"""Reading ``TL_*`` settings from the environment: one table of variables, parsers, and every problem at once.
+"""Reading ``TL_*`` settings from the environment: each setting declared once, and every problem at once.
 
-Shared by the node agent (``node_agent/settings.py``) and the functions (``lambdas/common/settings.py``), so
-that both read, check and report their variables the same way.
+A settings class is a frozen dataclass whose every field is a ``setting(...)``: the variable's name, its default
+(``None``: required), its meaning and its parser live on that one line, and the field's annotation is the parsed
+type. ``declared(cls)`` lists them (the README tables are checked against it), ``load(cls, env)`` reads them.
+Shared by the node agent (``node_agent/settings.py``), its door and watchdog, and the functions
+(``lambdas/common/settings.py``), so that all of them read, check and report their variables the same way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, Final, TypeVar
 
 Parser = Callable[[str], Any]
+T = TypeVar("T")
+_KEY: Final = "tl_setting"
+
+
+def text(raw: str) -> str:
+    return raw.strip()
 
 
 @dataclass(frozen=True)
@@ -19,11 +28,25 @@ class Setting:
     default: str | None
     """``None``: the variable is required."""
     help: str
+    parse: Parser = text
 
 
-def read(
-    specs: Mapping[str, Setting], parsers: Mapping[str, Parser], env: Mapping[str, str]
-) -> tuple[dict[str, Any], list[str]]:
+def setting(env: str, default: str | None, help: str, parse: Parser = text) -> Any:
+    """A settings field: read from ``env`` (``default`` when unset; ``None``: required), parsed by ``parse``."""
+    return field(metadata={_KEY: Setting(env, default, help, parse)})
+
+
+def same(spec: Setting) -> Any:
+    """A settings field declared elsewhere (the watchdog reads the agent's ``TL_REDIS_URL``), not copied."""
+    return field(metadata={_KEY: spec})
+
+
+def declared(cls: type) -> dict[str, Setting]:
+    """The settings of ``cls`` by field name, in declaration order."""
+    return {f.name: f.metadata[_KEY] for f in fields(cls)}
+
+
+def read(specs: Mapping[str, Setting], env: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
     """Parse every variable of ``specs``; returns the values by name and one line per problem."""
     values: dict[str, Any] = {}
     problems: list[str] = []
@@ -33,7 +56,7 @@ def read(
             problems.append(f"{spec.env} is required: {spec.help}")
             continue
         try:
-            values[name] = parsers.get(name, text)(raw)
+            values[name] = spec.parse(raw)
         except ValueError as exc:
             reason = str(exc)
             if reason.startswith(("invalid literal", "could not convert")):
@@ -42,8 +65,13 @@ def read(
     return values, problems
 
 
-def text(raw: str) -> str:
-    return raw.strip()
+def load(cls: type[T], env: Mapping[str, str], error: type[ValueError]) -> T:
+    """``cls`` read from ``env``, or ``error`` listing every invalid or missing variable on one line (one log
+    record, in the journal as in CloudWatch)."""
+    values, problems = read(declared(cls), env)
+    if problems:
+        raise error("invalid configuration: " + "; ".join(problems))
+    return cls(**values)
 
 
 def int_between(lo: int, hi: int) -> Parser:

@@ -23,35 +23,35 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
 
-from jobqueue.envconfig import Setting, int_between, read, url
+from jobqueue.envconfig import int_between, load, same, setting, url
 from lambdas.common.auth import AuthError, JwksCache, KeysUnavailable, Verifier
 from node_agent import logs
+from node_agent.settings import SETTINGS as AGENT_SETTINGS
 
 log = logging.getLogger("node_agent.door")
 
 HOST: Final = "127.0.0.1"
-SETTINGS: Final = {
-    "port": Setting("TL_DOOR_PORT", "9110", "Port of the check on 127.0.0.1 (nginx's auth_request target)."),
-    "jwks_url": Setting("TL_JWKS_URL", None, "The user pool's signing keys (https://… or s3://… copy)."),
-    "issuer": Setting("TL_JWT_ISSUER", None, "The user pool's issuer URL."),
-    "audience": Setting("TL_JWT_AUDIENCE", None, "The app client id (the id token's aud)."),
-}
-_PARSERS: Final = {"port": int_between(1, 65535), "jwks_url": url("https", "http", "s3")}
 
 
 class DoorError(ValueError):
     """The door's settings are wrong; the message lists each."""
 
 
-def settings(env: Mapping[str, str]) -> dict[str, Any]:
-    values, problems = read(SETTINGS, _PARSERS, env)
-    if problems:
-        raise DoorError("invalid configuration:\n  " + "\n  ".join(problems))
-    return values
+@dataclass(frozen=True)
+class DoorSettings:
+    port: int = setting(
+        "TL_DOOR_PORT", "9110", "Port of the check on 127.0.0.1 (nginx's auth_request target).", int_between(1, 65535)
+    )
+    jwks_url: str = setting(
+        "TL_JWKS_URL", None, "The user pool's signing keys (https://… or s3://… copy).", url("https", "http", "s3")
+    )
+    issuer: str = setting("TL_JWT_ISSUER", None, "The user pool's issuer URL.")
+    audience: str = setting("TL_JWT_AUDIENCE", None, "The app client id (the id token's aud).")
+    log_level: str = same(AGENT_SETTINGS["log_level"])
 
 
 def server(verifier: Verifier, port: int) -> ThreadingHTTPServer:
@@ -96,14 +96,14 @@ def server(verifier: Verifier, port: int) -> ThreadingHTTPServer:
 
 
 def main() -> int:
-    logs.setup(os.environ.get("TL_LOG_LEVEL", "INFO"))
     try:
-        values = settings(os.environ)
+        values = load(DoorSettings, os.environ, DoorError)
     except DoorError as exc:
         print(f"tl-door: {exc}", file=sys.stderr)
         return 2
-    verifier = Verifier(JwksCache(values["jwks_url"]), values["issuer"], values["audience"])
-    door = server(verifier, values["port"])
+    logs.setup(values.log_level)
+    verifier = Verifier(JwksCache(values.jwks_url), values.issuer, values.audience)
+    door = server(verifier, values.port)
     log.info("door listening", extra={"address": f"{HOST}:{door.server_address[1]}"})
     try:
         door.serve_forever()

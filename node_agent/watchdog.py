@@ -5,8 +5,8 @@ crashed for good, hangs, or Redis is gone — the watchdog stops the instance an
 does not run for days. It keeps when the heartbeat went stale in a small state file between runs, waits as
 long after boot (the agent may still be starting), and honours ``TL_STOP_MODE=dry-run``.
 
-Variables: TL_REDIS_URL, TL_INSTANCE_ID (empty: IMDSv2), TL_STOP_MODE, TL_WATCHDOG_STALE_S (300),
-TL_WATCHDOG_STATE (/var/lib/tl-watchdog/state.json).
+Variables: ``WatchdogSettings`` (its own two, and the agent's TL_REDIS_URL, TL_INSTANCE_ID, TL_STOP_MODE and
+TL_LOG_LEVEL, declared once in ``node_agent.settings``).
 """
 
 from __future__ import annotations
@@ -25,8 +25,11 @@ from typing import Any, Final, Literal
 import redis
 
 from jobqueue import contract
+from jobqueue.envconfig import float_above, load, same, setting
 from node_agent import logs
 from node_agent.instance import InstanceError, Stopper, imds_identity
+from node_agent.settings import SETTINGS as AGENT_SETTINGS
+from node_agent.settings import StopMode
 
 STALE_S: Final = 300
 """The default stale limit: 5 minutes, as EC2-503 asks. The agent beats every few seconds from the moment it
@@ -35,6 +38,25 @@ a dead agent within seconds; 300 s is a generous margin over both, and half the 
 let a hung agent cost (the roles' watchdog_stale_s default is held equal to this by tests/test_watchdog.py)."""
 
 log = logging.getLogger("node_agent.watchdog")
+
+
+class WatchdogError(ValueError):
+    """The watchdog's settings are wrong; the message lists each."""
+
+
+@dataclass(frozen=True)
+class WatchdogSettings:
+    stale_s: float = setting(
+        "TL_WATCHDOG_STALE_S", str(STALE_S), "Stop once the heartbeat is this old, seconds.", float_above(0, 86_400)
+    )
+    state: str = setting(
+        "TL_WATCHDOG_STATE", "/var/lib/tl-watchdog/state.json", "Where the watchdog keeps when the beat went stale."
+    )
+    redis_url: str = same(AGENT_SETTINGS["redis_url"])
+    instance_id: str = same(AGENT_SETTINGS["instance_id"])
+    stop_mode: StopMode = same(AGENT_SETTINGS["stop_mode"])
+    log_level: str = same(AGENT_SETTINGS["log_level"])
+
 
 Action = Literal["ok", "wait", "stop"]
 
@@ -103,26 +125,27 @@ def save_state(path: Path, stale_since: float | None) -> None:
 
 
 def main() -> int:
-    logs.setup(os.environ.get("TL_LOG_LEVEL", "INFO"))
-    limit = float(os.environ.get("TL_WATCHDOG_STALE_S", str(STALE_S)))
-    state = Path(os.environ.get("TL_WATCHDOG_STATE", "/var/lib/tl-watchdog/state.json"))
-    mode = os.environ.get("TL_STOP_MODE", "stop")
-    if mode not in ("stop", "dry-run"):
-        log.error("TL_STOP_MODE must be stop or dry-run", extra={"value": mode})
-        return 2
     try:
-        instance_id = os.environ.get("TL_INSTANCE_ID") or asyncio.run(imds_identity()).instance_id
+        settings = load(WatchdogSettings, os.environ, WatchdogError)
+    except WatchdogError as exc:
+        logs.setup("INFO")
+        log.error("tl-watchdog cannot start", extra={"error": str(exc)})
+        return 2
+    logs.setup(settings.log_level)
+    state = Path(settings.state)
+    try:
+        instance_id = settings.instance_id or asyncio.run(imds_identity()).instance_id
     except InstanceError as exc:
         log.error("cannot tell which instance this is", extra={"error": str(exc)})
         return 1
     now = time.time()
     verdict = decide(
         now,
-        read_heartbeat(os.environ.get("TL_REDIS_URL", "redis://127.0.0.1:6379/0")),
+        read_heartbeat(settings.redis_url),
         instance_id=instance_id,
         stale_since=load_state(state),
         uptime_s=uptime(),
-        limit_s=limit,
+        limit_s=settings.stale_s,
     )
     save_state(state, verdict.stale_since)
     fields = {"action": verdict.action, "reason": verdict.reason, "instance_id": instance_id}
@@ -130,7 +153,7 @@ def main() -> int:
         log.info("watchdog", extra=fields)
         return 0
     with ThreadPoolExecutor(1) as pool:
-        stopper = Stopper(mode, instance_id, os.environ.get("AWS_REGION"), pool)  # type: ignore[arg-type]
+        stopper = Stopper(settings.stop_mode, instance_id, os.environ.get("AWS_REGION"), pool)
         try:
             asyncio.run(stopper.stop("watchdog", verdict.reason))
         except InstanceError as exc:

@@ -74,3 +74,14 @@ def test_the_watchdog_stops_the_instance_when_the_agent_is_gone(stack: Stack, tm
     assert done.returncode == 0, done.stdout + done.stderr
     assert "StopInstances called" in done.stdout
     assert stack.node_state() in ("stopping", "stopped")
+
+
+def test_bad_settings_stop_the_watchdog_naming_each_and_stopping_nothing(tmp_path: Path) -> None:
+    env = {**clean_env(), "TL_WATCHDOG_STALE_S": "soon", "TL_STOP_MODE": "halt", "TL_INSTANCE_ID": IID,
+           "TL_WATCHDOG_STATE": str(tmp_path / "state.json")}  # fmt: skip
+    done = subprocess.run([venv_tool("tl-watchdog")], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    said = done.stdout + done.stderr
+    assert "TL_WATCHDOG_STALE_S='soon': must be a number" in said
+    assert "TL_STOP_MODE='halt': must be one of stop, dry-run" in said
+    assert not (tmp_path / "state.json").exists()  # it decided nothing
