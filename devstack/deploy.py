@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from devstack.ansible import play
 from devstack.cfn_moto import for_moto, for_strict_moto, load
-from devstack.edge import UserPool, function_env
+from devstack.edge import UserPool, edge_env
 from devstack.procs import REPO, StackError, role_default
 from devstack.stack import BUCKET, Stack
 from lambdas.package import FUNCTIONS, build, default_wheels, fetch_wheels
@@ -139,7 +139,7 @@ def deploy(stack: Stack, pool: UserPool, workdir: Path, node_address: str, opera
         build(function, zips, wheels)
     functions = outputs["functions"]
     network = outputs["network"]
-    settings = {**function_env(stack, pool), **node_queue_env(stack.bucket, node_address)}
+    settings = {**edge_env(stack, pool), **node_queue_env(stack.bucket, node_address)}
     # AWS_* are reserved names in a Lambda's environment
     env = {k: v for k, v in settings.items() if not k.startswith("AWS_")}
     # moto's signature check rejects Lambda's REST calls made with a real key (SignatureDoesNotMatch on

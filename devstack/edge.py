@@ -64,18 +64,31 @@ def id_token(stack: Stack, pool: UserPool, username: str, password: str) -> str:
     return auth["AuthenticationResult"]["IdToken"]
 
 
-def function_env(stack: Stack, pool: UserPool) -> dict[str, str]:
-    """The TL_* variables of the functions and the edge, pointed at the local stack (its own Redis; the full stack
-    adds the node's, ``devstack.deploy.node_queue_env``)."""
+def function_env(stack: Stack, *, jwks_url: str, issuer: str, audience: str) -> dict[str, str]:
+    """The TL_* variables of the functions, pointed at the local stack (its own Redis; the full stack adds the
+    node's, ``devstack.deploy.node_queue_env``) and at the signing keys of ``issuer``."""
     return {
         "TL_REDIS_URL": stack.redis.url,
-        "TL_JWKS_URL": pool.jwks_url,
-        "TL_JWT_ISSUER": pool.issuer,
-        "TL_JWT_AUDIENCE": pool.client_id,
+        "TL_JWKS_URL": jwks_url,
+        "TL_JWT_ISSUER": issuer,
+        "TL_JWT_AUDIENCE": audience,
         "TL_REPLY_BUCKET": stack.bucket,
-        "TL_RESIZE_MODE": "inline",
         **stack.moto.aws_env(),
     }
+
+
+def edge_env(stack: Stack, pool: UserPool) -> dict[str, str]:
+    """The functions' variables behind the local edge: the (moto) user pool's tokens, and ``/resize`` inline (the
+    local EC2 stops at once; on AWS the function re-invokes itself)."""
+    keys = {"jwks_url": pool.jwks_url, "issuer": pool.issuer, "audience": pool.client_id}
+    return {**function_env(stack, **keys), "TL_RESIZE_MODE": "inline"}
+
+
+def tl_env(stack: Stack, api_url: str, pool: UserPool, token_file: Path, **more: str) -> dict[str, str]:
+    """The environment a ``tl`` started by a test or the demo gets: nothing of the caller's TL_/AWS_ variables, the
+    local AWS, the API at ``api_url``, the pool's app client, a token file of its own."""
+    return {**clean_env(), **stack.moto.aws_env(), "TL_API_URL": api_url, "TL_COGNITO_CLIENT_ID": pool.client_id,
+            "TL_TOKEN_FILE": str(token_file), **more}  # fmt: skip
 
 
 class LocalEdgeServer(Process):

@@ -29,7 +29,7 @@ from typing import TypeVar
 import redis
 
 from devstack.deploy import ROLE_OUTPUTS, Deployment, deploy
-from devstack.edge import LocalEdgeServer, UserPool, create_user, create_user_pool
+from devstack.edge import LocalEdgeServer, UserPool, create_user, create_user_pool, tl_env
 from devstack.hub import HubServer
 from devstack.imds import ImdsServer
 from devstack.node import (
@@ -42,7 +42,7 @@ from devstack.node import (
     node_settings,
     podman,
 )
-from devstack.procs import StackError, clean_env, wait_until
+from devstack.procs import StackError, wait_until
 from devstack.servers import AWS_REGION, ensure_model
 from devstack.stack import Stack
 from jobqueue.inbox import Inbox
@@ -214,10 +214,7 @@ class FullStack:
 
     def tl_env(self) -> dict[str, str]:
         """The environment ``tl`` gets: the local API and Cognito, a token file of its own."""
-        base = clean_env()
-        return {**base, **self.stack.moto.aws_env(), "TL_API_URL": self.edge.url,
-                "TL_COGNITO_CLIENT_ID": self.pool.client_id, "TL_TOKEN_FILE": str(self.workdir / "token.json"),
-                "TL_PASSWORD": self.password}  # fmt: skip
+        return tl_env(self.stack, self.edge.url, self.pool, self.workdir / "token.json", TL_PASSWORD=self.password)
 
     def close(self) -> None:
         logs = self.workdir / "node-logs"

@@ -161,6 +161,16 @@ class Stack:
     def queue(self) -> JobQueue:
         return JobQueue(redis.Redis.from_url(self.redis.url))
 
+    def beat(self, state: str | None = "ready", *, ttl_s: int = 60, **fields: Any) -> None:
+        """Write the heartbeat an agent of this stack's node would (``state`` ``None``: no agent speaks, the key
+        is deleted), for tests of what the router and the watchdog make of it with no agent running."""
+        r = redis.Redis.from_url(self.redis.url)
+        if state is None:
+            r.delete(contract.HEARTBEAT)
+            return
+        beat = {"state": state, "instance_id": self.instance_id, "at": time.time(), **fields}
+        r.set(contract.HEARTBEAT, json.dumps(beat), ex=ttl_s)
+
     # ------------------------------------------------------------ agents
 
     def agent_env(self, backend_url: str, **overrides: str) -> dict[str, str]:

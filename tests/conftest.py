@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from devstack.edge import LocalEdgeServer, UserPool, create_user, create_user_pool
-from devstack.edge import function_env as edge_env
+from devstack.edge import LocalEdgeServer, UserPool, create_user, create_user_pool, edge_env, function_env
 from devstack.servers import LlamaServer, RedisServer
-from devstack.stack import BUCKET, Stack, StandInServer
+from devstack.stack import Stack, StandInServer
 from tests.support import AUDIENCE, ISSUER, PASSWORD, JwksServer, SigningKey
 
 
@@ -92,16 +91,9 @@ def jwks(signing_key: SigningKey) -> Iterator[JwksServer]:
 
 
 @pytest.fixture
-def function_env(stack: Stack, jwks: JwksServer) -> dict[str, str]:
-    """The TL_* environment of the functions, pointed at the local stack."""
-    return {
-        "TL_REDIS_URL": stack.redis.url,
-        "TL_JWKS_URL": jwks.url,
-        "TL_JWT_ISSUER": ISSUER,
-        "TL_JWT_AUDIENCE": AUDIENCE,
-        "TL_REPLY_BUCKET": BUCKET,
-        **stack.moto.aws_env(),
-    }
+def lambda_env(stack: Stack, jwks: JwksServer) -> dict[str, str]:
+    """The TL_* environment of the functions, pointed at the local stack and the test's signing key."""
+    return function_env(stack, jwks_url=jwks.url, issuer=ISSUER, audience=AUDIENCE)
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,14 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import jwt
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -162,6 +165,18 @@ def v2_event(
     elif body is not None:
         event["body"] = body
     return event
+
+
+def container_check(name: str) -> str:
+    """The text of ``molecule/checks/<name>.py``, a script a scenario's testinfra check runs inside the container
+    (``host.run("python3 -c %s …", container_check(name), …)``; molecule/checks/README.md)."""
+    return (Path(__file__).resolve().parent.parent / "molecule" / "checks" / f"{name}.py").read_text()
+
+
+def setenv(monkeypatch: pytest.MonkeyPatch, env: Mapping[str, str], **more: str) -> None:
+    """Set every variable of ``env`` and ``more`` for the test; monkeypatch undoes it after."""
+    for name, value in {**env, **more}.items():
+        monkeypatch.setenv(name, value)
 
 
 def body_of(response: dict[str, Any]) -> dict[str, Any]:

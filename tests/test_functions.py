@@ -23,16 +23,15 @@ from lambdas.cost_publisher.handler import publish
 from lambdas.cost_summary.handler import send
 from lambdas.queue_health import handler as queue_health
 from lambdas.shape_control.app import ShapeControl
-from tests.support import AUDIENCE, ISSUER, JwksServer, SigningKey, body_of, emf_metrics, v2_event
+from tests.support import AUDIENCE, ISSUER, JwksServer, SigningKey, body_of, emf_metrics, setenv, v2_event
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def env(function_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    for name, value in function_env.items():
-        monkeypatch.setenv(name, value)
-    return function_env
+def env(lambda_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    setenv(monkeypatch, lambda_env)
+    return lambda_env
 
 
 def tags(stack: Stack) -> dict[str, str]:

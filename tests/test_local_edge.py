@@ -14,7 +14,8 @@ import pytest
 
 from devstack.authserver import AuthServer
 from devstack.edge import LocalEdgeServer, UserPool
-from devstack.procs import clean_env, free_port, venv_tool, wait_until
+from devstack.edge import tl_env as edge_tl_env
+from devstack.procs import free_port, venv_tool, wait_until
 from devstack.stack import Stack, StandInServer
 from tests.support import PASSWORD
 from tlcli.tokens import LoginError, challenge_of, claims_unverified, hosted_ui_login, password_login
@@ -101,9 +102,7 @@ def tl(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess
 
 @pytest.fixture
 def tl_env(shared_stack: Stack, pool: UserPool, edge: LocalEdgeServer, tmp_path: Path) -> dict[str, str]:
-    base = clean_env()
-    return {**base, **shared_stack.moto.aws_env(), "TL_API_URL": edge.url, "TL_COGNITO_CLIENT_ID": pool.client_id,
-            "TL_TOKEN_FILE": str(tmp_path / "token.json")}  # fmt: skip
+    return edge_tl_env(shared_stack, edge.url, pool, tmp_path / "token.json")
 
 
 def test_tl_without_login_says_how_to_log_in(tl_env: dict[str, str]) -> None:

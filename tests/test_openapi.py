@@ -24,7 +24,7 @@ from lambdas.queue_health import handler as queue_health
 from lambdas.router.app import Router
 from lambdas.router.schema import INFER_SCHEMA
 from lambdas.shape_control.app import ShapeControl
-from tests.support import AUDIENCE, ISSUER, JwksServer, SigningKey, v2_event
+from tests.support import AUDIENCE, ISSUER, JwksServer, SigningKey, setenv, v2_event
 
 SPEC = yaml.safe_load((Path(__file__).resolve().parent.parent / "openapi.yaml").read_text())
 
@@ -101,8 +101,7 @@ def world(shared_stack: Stack, signing_key: SigningKey) -> Iterator[dict[str, An
         **shared_stack.moto.aws_env(),
     }
     with pytest.MonkeyPatch.context() as mp:
-        for name, value in env.items():
-            mp.setenv(name, value)
+        setenv(mp, env)
         router = Router.from_env()
         shape = ShapeControl(Settings.from_env(), shared_stack.ec2(), Verifier(JwksCache(jwks.url), ISSUER, AUDIENCE),
                              lambda job: None)  # fmt: skip
@@ -117,7 +116,7 @@ def test_a_walk_through_every_route_gives_only_documented_answers(world: dict[st
     router, shape, stack, key = world["router"], world["shape"], world["stack"], world["key"]
     token = key.token(sub="walker")
     admin = key.token(sub="boss", **{"cognito:groups": ["admin"]})
-    stack.redis.client().set(contract.HEARTBEAT, json.dumps({"state": "ready"}), ex=60)
+    stack.beat()
     seen: set[tuple[str, int]] = set()
 
     def call(method: str, path: str, handler: Callable[[dict[str, Any]], dict[str, Any]], **kw: Any) -> dict[str, Any]:
@@ -214,11 +213,7 @@ def test_fuzzed_infer_requests_never_get_an_undocumented_answer_or_a_5xx_but_503
     world: dict[str, Any], body: str | bytes, auth: str, headers: dict[str, str], serving: bool
 ) -> None:
     router, stack, key = world["router"], world["stack"], world["key"]
-    r = stack.redis.client()
-    if serving:
-        r.set(contract.HEARTBEAT, json.dumps({"state": "ready"}), ex=60)
-    else:
-        r.delete(contract.HEARTBEAT)
+    stack.beat("ready" if serving else None)
     token = {"valid": key.token(), "garbage": "x.y.z", "empty": "", "expired": key.token(exp=1),
              "bearer-only": ""}.get(auth)  # fmt: skip
     event = v2_event("POST", "/infer", body=body, headers=headers)
@@ -230,4 +225,4 @@ def test_fuzzed_infer_requests_never_get_an_undocumented_answer_or_a_5xx_but_503
     status = response["statusCode"]
     assert status < 500 or status == 503, response
     check("POST", "/infer", response)
-    r.delete(contract.QUEUE_STREAM)  # keep the queue from filling up over the examples
+    stack.redis.client().delete(contract.QUEUE_STREAM)  # keep the queue from filling up over the examples

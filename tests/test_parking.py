@@ -27,7 +27,7 @@ from jobqueue.queue import AsyncJobQueue
 from lambdas.queue_health import handler as queue_health
 from lambdas.router.app import Router
 from node_agent.adoption import Adopter
-from tests.support import SigningKey, body_of, v2_event
+from tests.support import SigningKey, body_of, setenv, v2_event
 
 pytestmark = pytest.mark.slow
 
@@ -39,16 +39,14 @@ def hole() -> Iterator[BlackHole]:
 
 
 @pytest.fixture
-def env(function_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    for name, value in function_env.items():
-        monkeypatch.setenv(name, value)
-    return function_env
+def env(lambda_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    setenv(monkeypatch, lambda_env)
+    return lambda_env
 
 
 def router_at(monkeypatch: pytest.MonkeyPatch, redis_url: str, **settings: str) -> Router:
     monkeypatch.setenv("TL_REDIS_URL", redis_url)
-    for name, value in settings.items():
-        monkeypatch.setenv(name, value)
+    setenv(monkeypatch, settings)
     return Router.from_env()
 
 
@@ -173,7 +171,7 @@ def test_a_request_for_a_draining_node_is_parked_not_queued(
     awake: Router, stack: Stack, signing_key: SigningKey
 ) -> None:
     for state in ("draining", "stopping"):
-        stack.redis.client().set(contract.HEARTBEAT, json.dumps({"state": state}), ex=30)
+        stack.beat(state)
         assert body_of(infer(awake, signing_key.token(sub=state)))["status"] == "starting"
     assert stack.queue().depth() == 0
     assert len(parked_ids(stack)) == 2

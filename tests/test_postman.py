@@ -12,7 +12,6 @@ import pytest
 
 from devstack.edge import LocalEdgeServer, UserPool
 from devstack.stack import Stack
-from jobqueue import contract
 from tests.support import PASSWORD
 from tlcli.tokens import password_login
 
@@ -38,7 +37,7 @@ def test_the_postman_collection_passes_against_the_local_edge(
     monkeypatch.setenv("AWS_ENDPOINT_URL", shared_stack.moto.url)
     token = password_login(pool.client_id, "ann", PASSWORD, region="eu-central-1").id_token
     throttle_token = password_login(pool.client_id, "cat", PASSWORD, region="eu-central-1").id_token
-    shared_stack.redis.client().set(contract.HEARTBEAT, json.dumps({"state": "ready"}), ex=120)
+    shared_stack.beat(ttl_s=120)
     report = tmp_path / "newman.json"
     done = subprocess.run(
         [newman(), "run", str(COLLECTION), "--env-var", f"baseUrl={edge.url}", "--env-var", f"token={token}",

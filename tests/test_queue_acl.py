@@ -20,7 +20,7 @@ from jobqueue import acl, contract
 from jobqueue.queue import AsyncJobQueue, JobQueue
 from lambdas.common.redis_client import SecretsError
 from lambdas.router.app import Router
-from tests.support import SigningKey, v2_event
+from tests.support import SigningKey, setenv, v2_event
 
 pytestmark = pytest.mark.slow
 PASSWORDS = {"agent": "agent-secret-1", "router": "router-secret-2", "admin": "test-only-admin"}
@@ -149,7 +149,7 @@ def node_redis(tmp_path: Path) -> Iterator[tuple[int, str]]:
 
 
 def test_the_router_reaches_the_node_redis_with_its_user_and_pinned_certificate_from_s3(
-    node_redis: tuple[int, str], stack: Stack, function_env: dict[str, str], signing_key: SigningKey,
+    node_redis: tuple[int, str], stack: Stack, lambda_env: dict[str, str], signing_key: SigningKey,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     port, cert = node_redis
@@ -157,9 +157,7 @@ def test_the_router_reaches_the_node_redis_with_its_user_and_pinned_certificate_
     secrets = f"s3://{stack.bucket}/config/redis-router.json"
     s3.put_object(Bucket=stack.bucket, Key="config/redis-router.json",
                   Body=json.dumps({"password": PASSWORDS["router"], "tls_cert": cert}))  # fmt: skip
-    for name, value in {**function_env, "TL_REDIS_URL": f"rediss://127.0.0.1:{port}/0",
-                        "TL_REDIS_SECRETS": secrets}.items():  # fmt: skip
-        monkeypatch.setenv(name, value)
+    setenv(monkeypatch, lambda_env, TL_REDIS_URL=f"rediss://127.0.0.1:{port}/0", TL_REDIS_SECRETS=secrets)
     agent = redis.Redis(port=port, username="agent", password=PASSWORDS["agent"], ssl=True, ssl_ca_certs=None,
                         ssl_cert_reqs="none")  # fmt: skip
     agent.set(contract.HEARTBEAT, json.dumps({"state": "ready"}), ex=30)

@@ -16,20 +16,14 @@ from jobqueue import contract
 from lambdas.common.node import HOLD_TAG
 from lambdas.router import handler as router_handler
 from lambdas.router.app import Router
-from tests.support import SigningKey, body_of, emf_metrics, v2_event
+from tests.support import SigningKey, body_of, emf_metrics, setenv, v2_event
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def stack(fresh_stack: Stack) -> Stack:
-    return fresh_stack
-
-
-@pytest.fixture
-def router(function_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Router]:
-    for name, value in function_env.items():
-        monkeypatch.setenv(name, value)
+def router(lambda_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Router]:
+    setenv(monkeypatch, lambda_env)
     yield Router.from_env()
     router_handler.reset()
 
@@ -39,10 +33,6 @@ def ec2_calls(router: Router) -> list[str]:
     calls: list[str] = []
     router.ec2.meta.events.register("before-call.ec2", lambda model, **_: calls.append(model.name))
     return calls
-
-
-def beat(stack: Stack, state: str = "ready") -> None:
-    stack.redis.client().set(contract.HEARTBEAT, json.dumps({"state": state, "instance_id": stack.instance_id}), ex=30)
 
 
 def set_state(stack: Stack, state: str) -> None:
@@ -63,7 +53,7 @@ def infer(router: Router, token: str, body: Any = None, **kw: Any) -> dict[str, 
 def test_job_for_a_serving_node_is_queued_without_any_aws_call(
     router: Router, stack: Stack, signing_key: SigningKey, ec2_calls: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    beat(stack)
+    stack.beat()
     response = infer(router, signing_key.token(sub="u1"), {"prompt": "hi", "max_tokens": 8, "temperature": 0.2})
     assert response["statusCode"] == 202
     body = body_of(response)
@@ -80,7 +70,7 @@ def test_job_for_a_serving_node_is_queued_without_any_aws_call(
 def test_a_chat_job_is_queued_with_its_messages_and_sampling_fields(
     router: Router, stack: Stack, signing_key: SigningKey
 ) -> None:
-    beat(stack)
+    stack.beat()
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour."}]
     body = {"messages": messages, "top_p": 0.9, "stop": "\n", "seed": 7, "max_tokens": 16}
     response = infer(router, signing_key.token(sub="u1"), body)
@@ -114,7 +104,7 @@ def test_a_running_node_without_heartbeat_is_not_started_again_and_a_wake_is_rec
 
 
 def test_a_draining_node_counts_as_not_serving(router: Router, stack: Stack, signing_key: SigningKey) -> None:
-    beat(stack, "draining")
+    stack.beat("draining")
     assert body_of(infer(router, signing_key.token()))["status"] == "starting"
     assert stack.queue().depth() == 0  # parked in S3 (tests/test_parking.py), not queued for a node going away
 
@@ -198,7 +188,7 @@ BAD_BODIES = [
 def test_bad_bodies_are_400_naming_the_field_and_queue_nothing(
     router: Router, stack: Stack, signing_key: SigningKey, body: str | bytes, field: str
 ) -> None:
-    beat(stack)
+    stack.beat()
     response = infer(router, signing_key.token(), body)
     assert response["statusCode"] == 400, response
     answer = body_of(response)
@@ -208,7 +198,7 @@ def test_bad_bodies_are_400_naming_the_field_and_queue_nothing(
 
 
 def test_a_prompt_of_exactly_6144_bytes_is_accepted(router: Router, stack: Stack, signing_key: SigningKey) -> None:
-    beat(stack)
+    stack.beat()
     assert infer(router, signing_key.token(), {"prompt": "€" * 2048})["statusCode"] == 202
 
 
@@ -221,7 +211,7 @@ def test_a_body_over_16_kb_is_413(router: Router, stack: Stack, signing_key: Sig
 def test_the_sixth_rapid_call_is_429_with_retry_after(
     router: Router, stack: Stack, signing_key: SigningKey, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    beat(stack)
+    stack.beat()
     token = signing_key.token(sub="hasty")
     statuses = [infer(router, token)["statusCode"] for _ in range(5)]
     sixth = infer(router, token)
@@ -234,7 +224,7 @@ def test_the_sixth_rapid_call_is_429_with_retry_after(
 
 
 def test_the_bucket_refills_at_twenty_a_minute(router: Router, stack: Stack, signing_key: SigningKey) -> None:
-    beat(stack)
+    stack.beat()
     q = stack.queue()
     assert all(q.take_token("u", 5, 20) == 0 for _ in range(5))
     assert 2900 <= q.take_token("u", 5, 20) <= 3000
@@ -254,7 +244,7 @@ def test_redis_down_parks_the_request_with_a_metric(
 
 
 def test_a_full_queue_is_503_and_leaves_nothing_behind(router: Router, stack: Stack, signing_key: SigningKey) -> None:
-    beat(stack)
+    stack.beat()
     r = stack.redis.client()
     with r.pipeline() as pipe:
         for _ in range(contract.MAX_QUEUE_LENGTH):
@@ -281,10 +271,9 @@ def test_ping_needs_no_token(router: Router) -> None:
 
 
 def test_ping_answers_only_inside_the_listed_networks(
-    function_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    lambda_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name, value in {**function_env, "TL_PING_CIDRS": "10.20.0.0/22, 2001:db8:20::/56"}.items():
-        monkeypatch.setenv(name, value)
+    setenv(monkeypatch, lambda_env, TL_PING_CIDRS="10.20.0.0/22, 2001:db8:20::/56")
     router = Router.from_env()
 
     def ping_from(source: str) -> int:
@@ -300,10 +289,9 @@ def test_ping_answers_only_inside_the_listed_networks(
 
 
 def test_the_kill_switch_closes_every_route_but_ping(
-    function_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, signing_key: SigningKey
+    lambda_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, signing_key: SigningKey
 ) -> None:
-    for name, value in {**function_env, "TL_DISABLE_LAM_ROUTER": "1"}.items():
-        monkeypatch.setenv(name, value)
+    setenv(monkeypatch, lambda_env, TL_DISABLE_LAM_ROUTER="1")
     router_handler.reset()
     token = signing_key.token()
     for method, path in [("POST", "/infer"), ("GET", f"/result/{uuid.uuid4()}"), ("POST", "/stop")]:
@@ -318,13 +306,13 @@ def test_an_unknown_route_is_404(router: Router, signing_key: SigningKey) -> Non
 
 
 def test_a_default_route_is_matched_by_path(router: Router, stack: Stack, signing_key: SigningKey) -> None:
-    beat(stack)
+    stack.beat()
     event = v2_event("POST", "/infer", body='{"prompt":"x"}', token=signing_key.token(), route_key="$default")
     assert router.handle(event)["statusCode"] == 202
 
 
 def test_a_token_from_cognito_is_accepted(
-    stack: Stack, function_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    stack: Stack, lambda_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An id token that moto's Cognito issued, checked against that pool's JWKS."""
     cognito = stack.moto.client("cognito-idp")
@@ -336,14 +324,13 @@ def test_a_token_from_cognito_is_accepted(
     token = cognito.initiate_auth(ClientId=client_id, AuthFlow="USER_PASSWORD_AUTH",
                                   AuthParameters={"USERNAME": "bob", "PASSWORD": "Real-pass-1!"})  # fmt: skip
     env = {
-        **function_env,
+        **lambda_env,
         "TL_JWKS_URL": f"{stack.moto.url}/{pool}/.well-known/jwks.json",
         "TL_JWT_ISSUER": f"https://cognito-idp.eu-central-1.amazonaws.com/{pool}",
         "TL_JWT_AUDIENCE": client_id,
     }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    beat(stack)
+    setenv(monkeypatch, env)
+    stack.beat()
     response = Router.from_env().handle(v2_event("POST", "/infer", body='{"prompt":"x"}',
                                                  token=token["AuthenticationResult"]["IdToken"]))  # fmt: skip
     assert response["statusCode"] == 202
@@ -358,7 +345,7 @@ def result(router: Router, token: str, job_id: str) -> tuple[int, dict[str, Any]
 
 
 def test_results_are_seen_only_by_their_owner(router: Router, stack: Stack, signing_key: SigningKey) -> None:
-    beat(stack)
+    stack.beat()
     job_id = body_of(infer(router, signing_key.token(sub="owner")))["id"]
     assert result(router, signing_key.token(sub="owner"), job_id) == (200, {"id": job_id, "status": "queued"})
     assert result(router, signing_key.token(sub="someone-else"), job_id)[0] == 404
@@ -391,7 +378,7 @@ def test_result_follows_the_job_from_starting_to_done(
 
 
 def test_result_of_a_failed_job_carries_its_error(router: Router, stack: Stack, signing_key: SigningKey) -> None:
-    beat(stack)
+    stack.beat()
     token = signing_key.token(sub="f")
     job_id = body_of(infer(router, token))["id"]
     r = stack.redis.client()
@@ -402,7 +389,7 @@ def test_result_of_a_failed_job_carries_its_error(router: Router, stack: Stack, 
 
 
 def test_a_job_never_claimed_in_time_reads_expired(router: Router, stack: Stack, signing_key: SigningKey) -> None:
-    beat(stack)
+    stack.beat()
     token = signing_key.token(sub="slow")
     job_id = body_of(infer(router, token))["id"]
     stack.redis.client().delete(contract.job_key(job_id))  # what the 300 s TTL does
@@ -410,7 +397,7 @@ def test_a_job_never_claimed_in_time_reads_expired(router: Router, stack: Stack,
 
 
 def test_partial_text_of_a_retried_attempt_starts_afresh(router: Router, stack: Stack, signing_key: SigningKey) -> None:
-    beat(stack)
+    stack.beat()
     token = signing_key.token(sub="p")
     job_id = body_of(infer(router, token))["id"]
     r = stack.redis.client()
@@ -465,13 +452,12 @@ def test_a_stop_with_no_waiting_job_stays_stopped(router: Router, stack: Stack) 
 
 
 def test_handler_reads_its_configuration_from_the_environment(
-    function_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, stack: Stack, signing_key: SigningKey
+    lambda_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, stack: Stack, signing_key: SigningKey
 ) -> None:
-    for name, value in function_env.items():
-        monkeypatch.setenv(name, value)
+    setenv(monkeypatch, lambda_env)
     monkeypatch.setenv("TL_THROTTLE_BURST", "1")
     router_handler.reset()
-    beat(stack)
+    stack.beat()
     token = signing_key.token(sub="env")
     first = router_handler.handler(v2_event("POST", "/infer", body='{"prompt":"a"}', token=token), None)
     second = router_handler.handler(v2_event("POST", "/infer", body='{"prompt":"b"}', token=token), None)
@@ -494,7 +480,7 @@ def test_status_says_the_node_state_the_queue_and_the_spend(
     token = signing_key.token()
     first = status(router, token)
     assert (first["node"], first["eta"], first["spend_eur"], first["budget_eur"]) == ("starting", 90, None, 20.0)
-    beat(stack, "busy")
+    stack.beat("busy")
     infer(router, token)
     copy = {"eur": 1.234, "amount": 1.43, "unit": "USD", "at": "2026-12-03T07:00:00+00:00"}  # as cost_publisher writes
     stack.s3().put_object(Bucket=BUCKET, Key="status/spend.json", Body=json.dumps(copy))

@@ -42,7 +42,7 @@ from lambdas.common.settings import Settings
 from lambdas.cost_publisher.handler import publish as publish_spend
 from lambdas.router.app import Router
 from lambdas.shape_control.app import ShapeControl
-from tests.support import AUDIENCE, ISSUER, JwksServer, SigningKey, body_of, v2_event
+from tests.support import AUDIENCE, ISSUER, JwksServer, SigningKey, body_of, setenv, v2_event
 
 pytestmark = [
     pytest.mark.slow,
@@ -83,8 +83,7 @@ def router_as(strict: Strict, monkeypatch: pytest.MonkeyPatch, jwks: JwksServer,
     env = {**strict.stack.moto.aws_env(), **strict.role("functions", "RouterRoleArn"), "TL_REDIS_URL": redis_url,
            "TL_JWKS_URL": jwks.url, "TL_JWT_ISSUER": ISSUER, "TL_JWT_AUDIENCE": AUDIENCE,
            "TL_REPLY_BUCKET": strict.stack.bucket, "TL_QUEUE_MODE": "node"}  # fmt: skip
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
+    setenv(monkeypatch, env)
     # a fresh container: boto3's default session resolves credentials once and keeps them, so one made by an
     # earlier test in this process would still sign with that test's key
     boto3.setup_default_session()

@@ -11,7 +11,6 @@ import pytest
 
 from devstack.procs import clean_env, role_default, venv_tool
 from devstack.stack import Stack
-from jobqueue import contract
 from node_agent.watchdog import STALE_S, decide
 
 IID = "i-0123456789abcdef0"
@@ -58,7 +57,7 @@ def run_watchdog(stack: Stack, state: Path, **env: str) -> subprocess.CompletedP
 @pytest.mark.slow
 def test_the_watchdog_stops_the_instance_when_the_agent_is_gone(stack: Stack, tmp_path: Path) -> None:
     state = tmp_path / "watchdog.json"
-    stack.redis.client().set(contract.HEARTBEAT, json.dumps({"instance_id": stack.instance_id, "at": time.time()}))
+    stack.beat(ttl_s=3600)
     # the first two runs get a limit no slow start of the watchdog's process can use up; the stale clock they leave
     # in the state file is what the later runs, with a 2 s limit, stop on
     fine = run_watchdog(stack, state, TL_WATCHDOG_STALE_S="60")

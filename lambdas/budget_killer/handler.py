@@ -9,11 +9,13 @@ ElastiCache Redis (its replication group). Running it twice does nothing more th
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from lambdas.common import metrics
+from lambdas.common.app import Entry
 from lambdas.common.clients import aws
 from lambdas.common.logs import log
 from lambdas.common.node import HOLD_TAG, find_nodes
@@ -63,8 +65,25 @@ def kill(s: Settings, ec2: EC2Client, elasticache: ElastiCacheClient | None, tod
     return summary
 
 
+@dataclass(frozen=True)
+class BudgetKiller:
+    settings: Settings
+    ec2: EC2Client
+    elasticache: ElastiCacheClient | None
+
+    @classmethod
+    def from_env(cls) -> BudgetKiller:
+        s = Settings.from_env()
+        return cls(s, aws("ec2"), aws("elasticache") if s.budget_delete_redis else None)
+
+    def handle(self, event: dict[str, Any], context: object = None) -> dict[str, Any]:
+        log("warning", "budget alarm received", messages=alarm_messages(event))
+        return kill(self.settings, self.ec2, self.elasticache, dt.datetime.now(dt.UTC).date())
+
+
+entry: Entry[BudgetKiller] = Entry(lambda context: BudgetKiller.from_env())
+reset = entry.reset
+
+
 def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
-    s = Settings.from_env()
-    log("warning", "budget alarm received", messages=alarm_messages(event))
-    elasticache = aws("elasticache") if s.budget_delete_redis else None
-    return kill(s, aws("ec2"), elasticache, dt.datetime.now(dt.UTC).date())
+    return entry(event, context)

@@ -9,11 +9,13 @@ dashboard shows a gap rather than a made-up number.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from lambdas.common import costs, metrics
+from lambdas.common.app import Entry
 from lambdas.common.clients import aws
 from lambdas.common.logs import log
 from lambdas.common.settings import Settings
@@ -43,6 +45,24 @@ def publish(cw: Any, s: Settings, now: dt.datetime, s3: Any | None = None) -> di
     return published
 
 
+@dataclass(frozen=True)
+class CostPublisher:
+    settings: Settings
+    cloudwatch: Any
+    s3: Any
+
+    @classmethod
+    def from_env(cls) -> CostPublisher:
+        # the billing metrics live in us-east-1; 2 s to connect and 2 to read, no retry (the next run comes)
+        return cls(Settings.from_env(), aws("cloudwatch", region=costs.REGION, timeout_s=2, attempts=1), aws("s3"))
+
+    def handle(self, event: dict[str, Any], context: object = None) -> dict[str, Any]:
+        return publish(self.cloudwatch, self.settings, dt.datetime.now(dt.UTC), self.s3)
+
+
+entry: Entry[CostPublisher] = Entry(lambda context: CostPublisher.from_env())
+reset = entry.reset
+
+
 def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
-    cw = aws("cloudwatch", region=costs.REGION, timeout_s=2, attempts=1)
-    return publish(cw, Settings.from_env(), dt.datetime.now(dt.UTC), aws("s3"))
+    return entry(event, context)

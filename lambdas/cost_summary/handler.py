@@ -1,13 +1,18 @@
-"""Lambda entry point of cost_summary: ``lambdas.cost_summary.handler.handler``."""
+"""Lambda entry point of cost_summary: ``lambdas.cost_summary.handler.handler``.
+
+Once a day (the ops stack's schedule) mails the month-to-date cost, the straight-line forecast against the budget
+and the cost by service to the cost topic; when the cost cannot be read, the mail says so and what to do.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
-import boto3
-
 from lambdas.common import costs
+from lambdas.common.app import Entry
+from lambdas.common.clients import aws
 from lambdas.common.costs import Spend, forecast_month
 from lambdas.common.logs import log
 from lambdas.common.settings import Settings
@@ -51,7 +56,23 @@ def send(cw: Any, sns: Any, s: Settings, now: dt.datetime) -> dict[str, Any]:
     return {"sent": True, "subject": subject}
 
 
+@dataclass(frozen=True)
+class CostSummary:
+    settings: Settings
+    cloudwatch: Any
+    sns: Any
+
+    @classmethod
+    def from_env(cls) -> CostSummary:
+        return cls(Settings.from_env(), aws("cloudwatch", region=costs.REGION), aws("sns"))
+
+    def handle(self, event: dict[str, Any], context: object = None) -> dict[str, Any]:
+        return send(self.cloudwatch, self.sns, self.settings, dt.datetime.now(dt.UTC))
+
+
+entry: Entry[CostSummary] = Entry(lambda context: CostSummary.from_env())
+reset = entry.reset
+
+
 def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
-    s = Settings.from_env()
-    cw = boto3.client("cloudwatch", region_name=costs.REGION)
-    return send(cw, boto3.client("sns"), s, dt.datetime.now(dt.UTC))
+    return entry(event, context)

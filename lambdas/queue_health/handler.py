@@ -12,16 +12,18 @@ Runs on a schedule (every 5 minutes, the functions stack's rule) and behind ``GE
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import redis
 from botocore.exceptions import BotoCoreError, ClientError
 
 from jobqueue.inbox import Inbox
+from lambdas import routes
 from lambdas.common import metrics
+from lambdas.common.app import Answer, Entry, Event, HttpApp
 from lambdas.common.clients import aws
-from lambdas.common.http import is_http_event, respond
+from lambdas.common.http import Request, respond
 from lambdas.common.logs import log
 from lambdas.common.node import find_node
 from lambdas.common.redis_client import connect_queue
@@ -45,12 +47,22 @@ def check(client: redis.Redis, max_ms: int) -> dict[str, Any]:
     return {"redis": "ok", "latencyMs": latency}
 
 
-@dataclass
-class QueueHealth:
-    settings: Settings
-    redis: redis.Redis
-    ec2: EC2Client
-    inbox: Inbox | None
+class QueueHealth(HttpApp):
+    function = "queue_health"
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: redis.Redis,
+        ec2: EC2Client,
+        inbox: Inbox | None,
+        *,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        super().__init__(settings, None, clock)  # its one route is open: no token to check
+        self.redis = client
+        self.ec2 = ec2
+        self.inbox = inbox
 
     @classmethod
     def from_env(cls) -> QueueHealth:
@@ -60,10 +72,10 @@ class QueueHealth:
         return cls(s, connect_queue(s, timeout), aws("ec2"), inbox)
 
     def redis_state(self) -> dict[str, Any]:
-        result = check(self.redis, self.settings.health_max_ms)
-        if result["redis"] == "fail" and self.settings.queue_mode == "node":
+        result = check(self.redis, self.s.health_max_ms)
+        if result["redis"] == "fail" and self.s.queue_mode == "node":
             try:
-                node = find_node(self.ec2, self.settings.node_tag)
+                node = find_node(self.ec2, self.s.node_tag)
             except (ClientError, BotoCoreError) as exc:
                 result["error"] += f"; node state unknown ({exc})"
                 return result
@@ -75,17 +87,17 @@ class QueueHealth:
         if self.inbox is None:
             return {}
         try:
-            expired = self.inbox.expire(self.settings.park_ttl_s)
+            expired = self.inbox.expire(self.s.park_ttl_s)
         except (ClientError, BotoCoreError) as exc:
             log("error", "inbox sweep failed", error=str(exc))
             return {"sweep": "fail", "sweepError": str(exc)}
         for job_id in expired:
-            log("warning", "parked request expired: no node adopted it", id=job_id, ttlS=self.settings.park_ttl_s)
+            log("warning", "parked request expired: no node adopted it", id=job_id, ttlS=self.s.park_ttl_s)
         if expired:
             metrics.emit({"ParkedExpired": len(expired)})
         return {"expired": len(expired)}
 
-    def __call__(self, event: dict[str, Any]) -> dict[str, Any]:
+    def report(self) -> tuple[bool, dict[str, Any]]:
         result = self.redis_state()
         healthy = result["redis"] in ("ok", "asleep")
         metrics.emit({"QueueHealthy": 1 if healthy else 0})
@@ -93,21 +105,22 @@ class QueueHealth:
             metrics.emit({"RedisPingMs": result["latencyMs"]}, unit="Milliseconds")
         if not healthy:
             log("error", "queue unhealthy", **result)
-        if is_http_event(event):
-            return respond(200 if healthy else 503, result)
-        return {**result, **self.sweep()}  # the scheduled run sweeps; the HTTP route only reports
+        return healthy, result
+
+    def serve_open(self, route: routes.Route, req: Request) -> Answer:
+        """``GET /queue-health``: only reports (200 or 503)."""
+        healthy, result = self.report()
+        return respond(200 if healthy else 503, result)
+
+    def event(self, event: Event) -> Answer:
+        """The scheduled run: reports, then sweeps the inbox."""
+        _, result = self.report()
+        return {**result, **self.sweep()}
 
 
-_app: QueueHealth | None = None
+entry: Entry[QueueHealth] = Entry(lambda context: QueueHealth.from_env())
+reset = entry.reset
 
 
 def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
-    global _app  # noqa: PLW0603 (one app per container, built on the first call)
-    if _app is None:
-        _app = QueueHealth.from_env()
-    return _app(event)
-
-
-def reset() -> None:
-    global _app  # noqa: PLW0603
-    _app = None
+    return entry(event, context)

@@ -1,4 +1,4 @@
-"""The router's decisions. ``handler.py`` builds one ``Router`` per Lambda container and calls ``handle``.
+"""The router's decisions. ``handler.py`` builds one ``Router`` per Lambda container (``lambdas.common.app``).
 
 Events it answers:
 * API Gateway HTTP API (payload 2.0): ``POST /infer``, ``GET /result/{id}``, ``POST /stop``, ``GET /status``,
@@ -25,9 +25,10 @@ from jobqueue.inbox import Inbox, InboxError
 from jobqueue.queue import EnqueueError, JobQueue
 from lambdas import routes
 from lambdas.common import costs, metrics
-from lambdas.common.auth import Claims, JwksCache, Verifier, authenticate
+from lambdas.common.app import Answer, Event, HttpApp
+from lambdas.common.auth import Claims, JwksCache, Verifier
 from lambdas.common.clients import aws
-from lambdas.common.http import HttpError, Request, disabled, is_http_event, respond
+from lambdas.common.http import HttpError, Request, respond
 from lambdas.common.logs import log
 from lambdas.common.node import Node, find_node
 from lambdas.common.redis_client import connect_queue
@@ -55,7 +56,9 @@ def _node_word(node: Node | None, beat: dict[str, Any] | None) -> str:
     return str(beat.get("state") or "starting")
 
 
-class Router:
+class Router(HttpApp):
+    function = "router"
+
     def __init__(
         self,
         settings: Settings,
@@ -67,13 +70,11 @@ class Router:
         inbox: Inbox,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        self.s = settings
+        super().__init__(settings, verifier, clock)
         self.queue = queue
         self.ec2 = ec2
         self.s3 = s3
-        self.verifier = verifier
         self.inbox = inbox
-        self.clock = clock
 
     @classmethod
     def from_env(cls) -> Router:
@@ -91,38 +92,14 @@ class Router:
 
     # ------------------------------------------------------------------ dispatch
 
-    def handle(self, event: dict[str, Any], context: object = None) -> dict[str, Any]:
-        if is_http_event(event):
-            return self.http(Request.from_event(event))
+    def event(self, event: Event) -> Answer:
         if event.get("source") == "aws.ec2" and event.get("detail-type") == "EC2 Instance State-change Notification":
             return self.node_changed(event.get("detail") or {})
-        log("warning", "event ignored: neither an HTTP API request nor an EC2 state change", keys=sorted(event))
-        return {"ignored": True}
+        return super().event(event)
 
-    def http(self, req: Request) -> dict[str, Any]:
-        started = self.clock()
-        user = ""
-        route = self._route(req)
-        try:
-            if route is None:
-                response = respond(404, {"message": f"no route {req.method} {req.path}"})
-            elif route.path == "/ping":
-                response = self.ping(req)
-            elif self.s.disable_router:
-                response = disabled()
-            else:
-                claims = authenticate(self.verifier, req.headers.get("authorization"))
-                user = claims.sub
-                response = self._serve(route, req, claims)
-        except HttpError as exc:
-            response = exc.response()
-        latency = round((self.clock() - started) * 1000, 2)
-        log("info", "request", requestId=req.request_id, route=req.route, status=response["statusCode"],
-            latencyMs=latency, user=user)  # fmt: skip
-        return response
-
-    def ping(self, req: Request) -> dict[str, Any]:
-        """Liveness, without a token; on AWS only from the VPC (the canary), as HTTP APIs have no resource policy."""
+    def serve_open(self, route: routes.Route, req: Request) -> Answer:
+        """``GET /ping``: liveness, without a token; on AWS only from the VPC (the canary), as HTTP APIs have no
+        resource policy."""
         if self.s.ping_cidrs:
             try:
                 source = ipaddress.ip_address(req.source_ip)
@@ -132,14 +109,7 @@ class Router:
                 raise HttpError(403, "/ping answers only inside the service's network")
         return respond(200, {"status": "ok"})
 
-    def _route(self, req: Request) -> routes.Route | None:
-        for route in routes.ROUTES:
-            if route.function == "router" and route.key == req.route:
-                return route
-        found = routes.match(req.method, req.path)  # a $default route: match the path ourselves
-        return found[0] if found and found[0].function == "router" else None
-
-    def _serve(self, route: routes.Route, req: Request, claims: Claims) -> dict[str, Any]:
+    def serve(self, route: routes.Route, req: Request, claims: Claims) -> Answer:
         if route.path == "/infer":
             return self.infer(req, claims)
         if route.path == "/result/{id}":

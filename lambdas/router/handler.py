@@ -1,22 +1,15 @@
-"""Lambda entry point of the router: ``lambdas.router.handler.handler``."""
+"""Lambda entry point of the router: ``lambdas.router.handler.handler`` (one Router per container)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from lambdas.common.app import Entry
 from lambdas.router.app import Router
 
-_router: Router | None = None
+entry: Entry[Router] = Entry(lambda context: Router.from_env())
+reset = entry.reset
 
 
 def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
-    global _router  # noqa: PLW0603 (one Router per container, built on the first call)
-    if _router is None:
-        _router = Router.from_env()
-    return _router.handle(event, context)
-
-
-def reset() -> None:
-    """Forget the Router, so that the next call reads the environment again (tests, local edge)."""
-    global _router  # noqa: PLW0603
-    _router = None
+    return entry(event, context)

@@ -20,9 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from lambdas import routes
 from lambdas.common import metrics, quotas
-from lambdas.common.auth import JwksCache, Verifier, authenticate
-from lambdas.common.http import HttpError, Request, disabled, is_http_event, respond
+from lambdas.common.app import Answer, Event, HttpApp
+from lambdas.common.auth import Claims, JwksCache, Verifier
+from lambdas.common.http import HttpError, Request, respond
 from lambdas.common.logs import log
 from lambdas.common.node import REFUSED_TAG, RESIZING_TAG, find_node
 from lambdas.common.settings import Settings
@@ -33,7 +35,9 @@ if TYPE_CHECKING:
 Dispatch = Callable[[dict[str, Any]], None]
 
 
-class ShapeControl:
+class ShapeControl(HttpApp):
+    function = "shape_control"
+
     def __init__(
         self,
         settings: Settings,
@@ -41,10 +45,11 @@ class ShapeControl:
         verifier: Verifier,
         dispatch: Dispatch | None,
         service_quotas: Any | None = None,
+        *,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        self.s = settings
+        super().__init__(settings, verifier, clock)
         self.ec2 = ec2
-        self.verifier = verifier
         self.dispatch = dispatch
         self.service_quotas = service_quotas
 
@@ -55,26 +60,13 @@ class ShapeControl:
         verifier = Verifier(JwksCache(s.jwks_url), s.jwt_issuer, s.jwt_audience, s.jwt_token_use)
         return cls(s, ec2, verifier, dispatch, service_quotas)
 
-    def handle(self, event: dict[str, Any]) -> dict[str, Any]:
-        if is_http_event(event):
-            req = Request.from_event(event)
-            started = time.perf_counter()
-            try:
-                response = self.request(req)
-            except HttpError as exc:
-                response = exc.response()
-            log("info", "request", requestId=req.request_id, route=req.route, status=response["statusCode"],
-                latencyMs=round((time.perf_counter() - started) * 1000, 2))  # fmt: skip
-            return response
-        if event.get("action") == "resize":
+    def event(self, event: Event) -> Answer:
+        if event.get("action") == "resize":  # the asynchronous invocation of itself that does the work
             return self.resize(str(event["instance"]), str(event["target"]), str(event.get("from") or ""))
-        log("warning", "event ignored", keys=sorted(event))
-        return {"ignored": True}
+        return super().event(event)
 
-    def request(self, req: Request) -> dict[str, Any]:
-        if self.s.disable_router:
-            return disabled()
-        claims = authenticate(self.verifier, req.headers.get("authorization"))
+    def serve(self, route: routes.Route, req: Request, claims: Claims) -> Answer:
+        """``POST /resize?target=<type>`` (the only route): admins only."""
         if self.s.admin_group not in claims.groups:
             raise HttpError(403, f"only members of the {self.s.admin_group} group may resize the node")
         target = req.query.get("target", "")

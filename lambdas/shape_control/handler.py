@@ -1,30 +1,31 @@
-"""Lambda entry point of shape_control: ``lambdas.shape_control.handler.handler``."""
+"""Lambda entry point of shape_control: ``lambdas.shape_control.handler.handler`` (one app per container)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from lambdas.common.app import Entry
 from lambdas.common.clients import aws
-from lambdas.shape_control.app import ShapeControl
-
-_app: ShapeControl | None = None
+from lambdas.shape_control.app import Dispatch, ShapeControl
 
 
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    global _app  # noqa: PLW0603 (one per container)
-    if _app is None:
-        function = getattr(context, "invoked_function_arn", "")
-        lam = aws("lambda") if function else None
+def build(context: object) -> ShapeControl:
+    """The app, with ``dispatch`` invoking this same function asynchronously (the resize's work) on AWS."""
+    function = str(getattr(context, "invoked_function_arn", "") or "")
+    dispatch: Dispatch | None = None
+    if function:
+        lam = aws("lambda")
 
-        def invoke_self(job: dict[str, Any]) -> None:
-            if lam is not None:
-                lam.invoke(FunctionName=function, InvocationType="Event", Payload=json.dumps(job).encode())
+        def dispatch(job: dict[str, Any]) -> None:
+            lam.invoke(FunctionName=function, InvocationType="Event", Payload=json.dumps(job).encode())
 
-        _app = ShapeControl.from_env(aws("ec2"), invoke_self if function else None, aws("service-quotas"))
-    return _app.handle(event)
+    return ShapeControl.from_env(aws("ec2"), dispatch, aws("service-quotas"))
 
 
-def reset() -> None:
-    global _app  # noqa: PLW0603
-    _app = None
+entry: Entry[ShapeControl] = Entry(build)
+reset = entry.reset
+
+
+def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
+    return entry(event, context)

@@ -11,43 +11,14 @@ import uuid
 import pytest
 
 sys.path.insert(0, os.environ["TL_REPO_ROOT"])
-from tests.support import ATTACKS, SigningKey  # the repository's corpus, run from the scenario
+from tests.support import ATTACKS, SigningKey, container_check  # the repository's corpus, run from the scenario
 
 SITE_PACKAGES = "/opt/tinyllama/venv/lib/python3.11/site-packages"
-# A client inside the container: method, path, Authorization (or -), JSON body (or -), TLS version (or -).
-# Prints status, the headers that matter, the body or, for a stream, when the first event came and how many.
-CLIENT = r"""
-import json, ssl, sys, time, urllib.error, urllib.request as u
-method, path, auth, body, version = sys.argv[1:6]
-ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
-if version != "-":
-    ctx.minimum_version = ctx.maximum_version = getattr(ssl.TLSVersion, version)
-    ctx.set_ciphers("DEFAULT@SECLEVEL=0")
-headers = {"Content-Type": "application/json"}
-if auth != "-":  # the header's bytes as given (UTF-8 garbage too): http.client sends str as latin-1
-    headers["Authorization"] = auth.encode().decode("latin-1")
-req = u.Request("https://127.0.0.1" + path, None if body == "-" else body.encode(), headers, method=method)
-t = time.time(); out = {}
-try:
-    resp = u.urlopen(req, context=ctx, timeout=60)
-    out["status"] = resp.status
-    if "stream" in body:
-        events = [line for line in resp if line.startswith(b"data:")]
-        out["events"] = len(events); out["first_text"] = events[0].decode()[:200] if events else ""
-    else:
-        out["body"] = json.load(resp)
-    out["hsts"] = resp.headers.get("Strict-Transport-Security")
-except urllib.error.HTTPError as e:
-    out["status"] = e.code; out["www"] = e.headers.get("WWW-Authenticate"); out["text"] = e.read().decode()[:300]
-except (ssl.SSLError, OSError) as e:
-    out["status"] = 0; out["error"] = str(e)
-print(json.dumps(out))
-"""
 COMPLETION = json.dumps({"model": "tinyllama", "prompt": "Paris is the capital of", "max_tokens": 8})
 
 
 def call(host, *, method="POST", path="/v1/completions", auth="-", body=COMPLETION, version="-"):
-    out = host.run("python3 -c %s %s %s %s %s %s", CLIENT, method, path, auth, body, version)
+    out = host.run("python3 -c %s %s %s %s %s %s", container_check("https_client"), method, path, auth, body, version)
     assert out.rc == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -57,12 +28,8 @@ def key(host):
     """The pool's signing key: its JWKS put where the converge pointed tl-door (the local AWS's S3)."""
     signing = SigningKey(f"molecule-{uuid.uuid4().hex[:8]}")  # a new kid: a door that read other keys reads again
     jwks = json.dumps({"keys": [signing.jwk()]})
-    put = (
-        "import boto3, sys; boto3.client('s3', endpoint_url='http://127.0.0.1:5000', region_name='eu-central-1',"
-        " aws_access_key_id='t', aws_secret_access_key='t').put_object(Bucket='tl-replies',"
-        " Key='config/jwks.json', Body=sys.argv[1].encode())"
-    )
-    assert host.run("/opt/moto/bin/python -c %s %s", put, jwks).rc == 0
+    put = host.run("/opt/moto/bin/python -c %s tl-replies config/jwks.json %s", container_check("s3_put"), jwks)
+    assert put.rc == 0, put.stderr
     return signing
 
 
@@ -144,19 +111,7 @@ def test_tls_1_0_and_1_1_are_refused_at_the_door(host, key, version):
 
 
 def test_a_flood_on_one_token_is_limited_with_429(host, key):
-    flood = (
-        "import concurrent.futures as f, ssl, sys, urllib.error, urllib.request as u\n"
-        "ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE\n"
-        "def one(_):\n"
-        "    try:\n"
-        "        return u.urlopen(u.Request('https://127.0.0.1/v1/models', headers={'Authorization': sys.argv[1]}),"
-        " context=ctx, timeout=30).status\n"
-        "    except urllib.error.HTTPError as e:\n"
-        "        return e.code\n"
-        "with f.ThreadPoolExecutor(16) as pool:\n"
-        "    print(sorted(set(pool.map(one, range(60)))))\n"
-    )
-    out = host.run("python3 -c %s %s", flood, bearer(key, sub="flooder"))
+    out = host.run("python3 -c %s %s", container_check("flood"), bearer(key, sub="flooder"))
     assert out.rc == 0, out.stderr
     assert json.loads(out.stdout) == [200, 429], out.stdout  # the burst served, the rest limited
 
@@ -170,14 +125,9 @@ def test_the_agent_serves_a_queued_job_with_the_real_model(host):
         f"{SITE_PACKAGES}/jobqueue/lua/enqueue.lua", job_id, job_id, json.dumps(job),
     )  # fmt: skip
     assert enqueued.rc == 0, enqueued.stderr
-    read = (
-        "import boto3, time;"
-        "s3 = boto3.client('s3', endpoint_url='http://127.0.0.1:5000', region_name='eu-central-1',"
-        " aws_access_key_id='t', aws_secret_access_key='t');"
-        'exec(\'for _ in range(300):\\n try:\\n  print(s3.get_object(Bucket="tl-replies", Key="replies/%s.json")'
-        '["Body"].read().decode()); break\\n except s3.exceptions.NoSuchKey:\\n  time.sleep(0.2)\')'
-    ) % job_id
-    reply = json.loads(host.run("/opt/moto/bin/python -c %s", read).stdout)
+    read = host.run("/opt/moto/bin/python -c %s %s 60", container_check("wait_reply"), job_id)
+    assert read.rc == 0, read.stderr
+    reply = json.loads(read.stdout)
     assert reply["id"] == job_id and reply["status"] == "done", reply
     assert reply["output"].strip() and reply["usage"]["completion_tokens"] > 0
 

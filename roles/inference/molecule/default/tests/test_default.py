@@ -1,12 +1,13 @@
 """inference (llama_cpp backend), checked on the running container: a real completion from the small model."""
 
 import json
+import os
+import sys
 
-FETCH = (
-    "import json, sys, urllib.request as u; body = sys.argv[2].encode() or None;"
-    "r = u.Request('http://127.0.0.1:8000' + sys.argv[1], body, {'Content-Type': 'application/json'});"
-    "print(u.urlopen(r, timeout=60).read().decode())"
-)
+sys.path.insert(0, os.environ["TL_REPO_ROOT"])
+from tests.support import container_check  # the scripts run inside the container (molecule/checks)
+
+FETCH = container_check("http_get")
 
 
 def curl(host, path, body=None):

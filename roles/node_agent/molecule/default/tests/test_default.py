@@ -1,8 +1,13 @@
 """node_agent, checked on the running container: supervisor runs the agent, which serves a real job."""
 
 import json
+import os
+import sys
 import time
 import uuid
+
+sys.path.insert(0, os.environ["TL_REPO_ROOT"])
+from tests.support import container_check  # the scripts run inside the container (molecule/checks)
 
 
 def test_supervisor_runs_the_agent_as_the_service_user(host):
@@ -34,14 +39,9 @@ def test_the_agent_claims_a_job_and_writes_its_reply_to_s3(host):
         "redis-cli --eval %s job:%s tl:queue owner:%s , %s 300 1000 86400", script, job_id, job_id, json.dumps(job)
     )
     assert enqueued.rc == 0 and "-" in enqueued.stdout, enqueued.stdout + enqueued.stderr
-    read = (
-        "import boto3, json, time;"
-        "s3 = boto3.client('s3', endpoint_url='http://127.0.0.1:5000', region_name='eu-central-1',"
-        " aws_access_key_id='t', aws_secret_access_key='t');"
-        'exec(\'for _ in range(100):\\n try:\\n  print(s3.get_object(Bucket="tl-replies", Key="replies/%s.json")'
-        '["Body"].read().decode()); break\\n except s3.exceptions.NoSuchKey:\\n  time.sleep(0.2)\')'
-    ) % job_id
-    reply = json.loads(host.run("/opt/moto/bin/python -c %s", read).stdout)
+    read = host.run("/opt/moto/bin/python -c %s %s 20", container_check("wait_reply"), job_id)
+    assert read.rc == 0, read.stderr
+    reply = json.loads(read.stdout)
     assert reply["id"] == job_id and reply["status"] == "done" and reply["output"]
 
 

@@ -1,13 +1,13 @@
 """watchdog, checked on the running container: the timer is armed, and a dead agent gets the node stopped."""
 
+import os
+import sys
 import time
 
-STATE = (
-    "import boto3; ec2 = boto3.client('ec2', endpoint_url='http://127.0.0.1:5000', region_name='eu-central-1',"
-    " aws_access_key_id='t', aws_secret_access_key='t');"
-    "i = open('/etc/molecule-instance-id').read();"
-    "print(ec2.describe_instances(InstanceIds=[i])['Reservations'][0]['Instances'][0]['State']['Name'])"
-)
+sys.path.insert(0, os.environ["TL_REPO_ROOT"])
+from tests.support import container_check  # the scripts run inside the container (molecule/checks)
+
+STATE = container_check("instance_state")
 
 
 def node_state(host):
