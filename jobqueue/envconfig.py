@@ -2,7 +2,8 @@
 
 A settings class is a frozen dataclass whose every field is a ``setting(...)``: the variable's name, its default
 (``None``: required), its meaning and its parser live on that one line, and the field's annotation is the parsed
-type. ``declared(cls)`` lists them (the README tables are checked against it), ``load(cls, env)`` reads them.
+type. ``declared(cls)`` lists them (the tables in docs/operations.md are checked against it), ``load(cls, env)``
+reads them.
 Shared by the node agent (``node_agent/settings.py``), its door and watchdog, and the functions
 (``lambdas/common/settings.py``), so that all of them read, check and report their variables the same way.
 """

@@ -1,8 +1,8 @@
 """The agent's configuration: one object, read from ``TL_*`` environment variables.
 
 Each variable is declared once, as a field of ``Settings``: its name, default, meaning and parser on one line
-(``jobqueue.envconfig``). ``SETTINGS`` lists them; the README table is checked against it by a test, so the two
-cannot drift apart.
+(``jobqueue.envconfig``). ``SETTINGS`` lists them; the table in docs/operations.md is checked against it by a test,
+so the two cannot drift apart.
 """
 
 from __future__ import annotations

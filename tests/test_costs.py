@@ -1,4 +1,4 @@
-"""The idle cost, computed from the templates and the price table (devstack/costs.py), and the README in step."""
+"""The idle cost, computed from the templates and the price table (devstack/costs.py), and docs/aws.md in step."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from devstack import costs
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parent.parent / "docs" / "aws.md"
 
 
 def test_every_resource_of_the_default_deployment_is_priced_or_free_at_rest() -> None:

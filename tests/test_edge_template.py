@@ -1,7 +1,7 @@
 """The edge template (API Gateway v2), which the local AWS's CloudFormation cannot deploy, held to what AWS would
 check and to the product's own tables: the route table (``lambdas/routes.py``), the JWT authorizer, the
 integrations, the stage's access log, and the functions' invoke permissions. The local edge runs the router with
-the same route table; what this cannot check (a deploy on AWS) is listed in the README."""
+the same route table; what this cannot check (a deploy on AWS) is listed in docs/aws.md."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The functions' configuration: defaults, every problem reported at once, and the README in step."""
+"""The functions' configuration: defaults, every problem reported at once, and docs/operations.md in step."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from lambdas.common.settings import SETTINGS, Settings, SettingsError
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parent.parent / "docs" / "operations.md"
 
 
 def test_defaults() -> None:

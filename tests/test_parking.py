@@ -357,7 +357,7 @@ def test_a_redis_killed_mid_run_loses_nothing_accepted(stack: Stack, slow_standi
     running = stack.submit("long", max_tokens=16)
     waiting = [stack.submit(f"queued {n}", max_tokens=4) for n in range(3)]
     wait_until(lambda: stack.redis.client().exists(contract.attempts_key(running["id"])) == 1, 20, "the first claim")
-    stack.redis.kill()  # kill -9: the append-only file has every acknowledged write (see the README)
+    stack.redis.kill()  # kill -9: the append-only file has every acknowledged write (docs/architecture.md)
     stack.redis.start()
     for job in (running, *waiting):
         assert stack.wait_reply(job["id"], 90)["status"] == "done"

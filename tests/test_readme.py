@@ -1,5 +1,5 @@
-"""The README's commands work as written: the hand-debugging ones against a real redis-server, the deploy's
-against the local AWS as far as they can go without a real account."""
+"""The documented commands work as written (docs/operations.md): the hand-debugging ones against a real
+redis-server, the deploy's against the local AWS as far as they can go without a real account."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def readme_block(heading: str) -> str:
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "docs" / "operations.md").read_text()
     section = text.split(f"## {heading}", 1)[1]
     match = re.search(r"```sh\n(.*?)```", section, re.DOTALL)
     assert match, f"no sh block under {heading}"

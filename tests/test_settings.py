@@ -1,4 +1,4 @@
-"""Configuration: defaults, every invalid variable reported, and the README in step with the code."""
+"""Configuration: defaults, every invalid variable reported, and docs/operations.md in step with the code."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from node_agent.settings import SETTINGS, Settings, SettingsError
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parent.parent / "docs" / "operations.md"
 
 
 def test_defaults_need_only_the_bucket() -> None:

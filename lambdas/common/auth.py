@@ -99,7 +99,7 @@ class RsaSha256(Algorithm):
 def fetch_url(url: str) -> bytes:
     """The JWKS document: from Cognito (``https://…/.well-known/jwks.json``), or from the copy the ``aws_stack`` role
     keeps in S3 (``s3://bucket/key``) for the functions in the private subnets, where S3 is reached through the
-    gateway endpoint and Cognito documents no IPv6 endpoint (README, "What the functions reach")."""
+    gateway endpoint and Cognito documents no IPv6 endpoint (docs/aws.md, "What the functions reach")."""
     if url.startswith("s3://"):
         from lambdas.common.clients import read_s3  # noqa: PLC0415 (boto3 only where needed)
 

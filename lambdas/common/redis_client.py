@@ -31,7 +31,7 @@ def with_secrets(url: str, secrets_url: str, s3: S3Client) -> str:
     They are read once per container from ``secrets_url``, an S3 object (``{"password": …, "tls_cert": …}``) that
     the ``aws_stack`` role copies from SSM, where they are kept. S3, not SSM: the functions run in the private
     subnets, which have no NAT gateway; S3 is reached through the VPC's gateway endpoint, while SSM documents no
-    IPv6 endpoint that the egress-only gateway could reach (README, "What the functions reach")."""
+    IPv6 endpoint that the egress-only gateway could reach (docs/aws.md, "What the functions reach")."""
     try:
         body = read_s3(secrets_url, s3)
     except S3ReadError as exc:

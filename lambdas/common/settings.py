@@ -1,9 +1,9 @@
 """The functions' configuration: one object, read from ``TL_*`` environment variables.
 
 Each variable is declared once, as a field of ``Settings`` (name, default, meaning, parser: ``jobqueue.envconfig``);
-``SETTINGS`` lists them and the README table is checked against it by a test. A value that is malformed fails
-at start with every problem listed; a value that only some functions need (the reply bucket, the cost topic) is
-checked by ``require`` where it is used.
+``SETTINGS`` lists them and the table in docs/operations.md is checked against it by a test. A value that is
+malformed fails at start with every problem listed; a value that only some functions need (the reply bucket, the
+cost topic) is checked by ``require`` where it is used.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """``python -m lambdas.local_api [--host 127.0.0.1] [--port 8080]``: serve the API on localhost.
 
-Reads the same ``TL_*`` variables as the functions (README, "Configuration of the functions").
+Reads the same ``TL_*`` variables as the functions (docs/operations.md, "Configuration of the functions").
 """
 
 from __future__ import annotations
