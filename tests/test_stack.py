@@ -174,7 +174,7 @@ def test_the_stacks_before_the_lambdas_deploy_into_moto(fresh_stack: Stack, tmp_
 
     ec2 = fresh_stack.ec2()
     vpc = ec2.describe_vpcs(VpcIds=[outputs["network"]["VpcId"]])["Vpcs"][0]
-    assert vpc["CidrBlock"] == "10.20.0.0/22"
+    assert vpc["CidrBlock"] == "10.20.0.0/22" == outputs["network"]["VpcCidr"]  # aws.yml's TL_PING_CIDRS reads it
     subnets = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}])["Subnets"]
     assert sorted(s["CidrBlock"] for s in subnets) == ["10.20.0.0/24", "10.20.1.0/24", "10.20.2.0/24"]
     assert not ec2.describe_nat_gateways(Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}])["NatGateways"]
