@@ -45,6 +45,7 @@ def test_enqueue_stores_job_with_300s_ttl_and_queues_it(r: redis.Redis) -> None:
         f"job:{uuid.uuid4()}:x",
         "reply:abc",
     ],
+    ids=["not-a-uuid", "upper-case", "uuid1", "other-prefix", "suffix", "reply"],  # the same on every worker
 )
 def test_enqueue_rejects_a_key_that_is_not_job_uuid4(r: redis.Redis, key: str) -> None:
     with pytest.raises(redis.ResponseError, match="BADKEY"):

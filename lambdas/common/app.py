@@ -18,13 +18,15 @@ schedule, an EC2 state change, the function's own asynchronous invocation) goes 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from lambdas import routes
-from lambdas.common.auth import Claims, Verifier, authenticate
 from lambdas.common.http import HttpError, Request, disabled, is_http_event
 from lambdas.common.logs import log
 from lambdas.common.settings import Settings
+
+if TYPE_CHECKING:  # the token check is imported where a token is checked: queue_health's zip has no JWT library
+    from lambdas.common.auth import Claims, Verifier
 
 Event = dict[str, Any]
 Answer = dict[str, Any]
@@ -99,6 +101,8 @@ class HttpApp:
         """The caller's checked id token (401/403 otherwise)."""
         if self.verifier is None:  # only a function without token routes is built without a verifier
             raise HttpError(500, f"{self.function} has no token check for this route")
+        from lambdas.common.auth import authenticate  # noqa: PLC0415 (see the imports)
+
         return authenticate(self.verifier, req.headers.get("authorization"))
 
     def route(self, req: Request) -> routes.Route:
