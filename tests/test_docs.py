@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from lambdas import routes
+
 REPO = Path(__file__).resolve().parent.parent
 DOCS = sorted((REPO / "docs").glob("*.md"))
 PAGES = [REPO / "README.md", *DOCS, *sorted(REPO.glob("*/README.md")), *sorted(REPO.glob("molecule/*/README.md")),
@@ -67,3 +69,10 @@ def test_every_repository_path_named_exists(page: Path) -> None:
     named = set(re.findall(r"`([\w.-]+/[\w./-]*)`", page.read_text()))
     missing = sorted(n for n in named if n.split("/", 1)[0] in TOP and not exists(n, page.parent))
     assert not missing, f"{page.relative_to(REPO)} names paths that do not exist: {missing}"
+
+
+def test_the_api_pages_route_table_is_the_route_table() -> None:
+    text = (REPO / "docs" / "api.md").read_text()
+    rows = re.findall(r"^\| `(GET|POST) ([^`?]+)[^`]*` \| (\w+) \| ([^|]+) \|", text, re.MULTILINE)
+    documented = {(method, path, function, not auth.startswith("no")) for method, path, function, auth in rows}
+    assert documented == {(r.method, r.path, r.function, r.auth) for r in routes.ROUTES}
