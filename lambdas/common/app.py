@@ -4,7 +4,9 @@
 it: the app (its settings, AWS clients, Redis connection, key cache) is built on the first invocation and reused by
 every later one in the same execution environment, as AWS advises ("Take advantage of execution environment reuse
 … initialize SDK clients and database connections outside of the function handler", Lambda developer guide,
-"Best practices for working with AWS Lambda functions"). Building on the first call rather than at import keeps
+"Best practices for working with AWS Lambda functions",
+https://docs.aws.amazon.com/lambda/latest/dg/best-practices.html; the apps keep settings and clients, never a
+user's data, as the same page asks). Building on the first call rather than at import keeps
 a broken setting an error of that call (logged with its reason), and lets the local edge build each function's
 clients on that function's own role (``clients.ROLE_CREDENTIALS``). ``entry.reset()`` forgets the app (tests).
 
