@@ -162,11 +162,13 @@ molecule-%:
 
 # On a fresh machine the llama-server build (CPU-bound, about 12 minutes) runs beside what is mostly downloads:
 # the venvs, checkov, newman, the model and the container images.
+# Each step prints its time (docs/development.md, "The test loop", is measured from these lines).
+timed = start=$$(date +%s); $(2); echo "=== make test: $(1) took $$(( $$(date +%s) - start )) s"
 test:
-	$(MAKE) --no-print-directory -j3 deps $(CHECKOV) images
-	$(MAKE) --no-print-directory lint
-	$(PYTEST) $(PYTEST_PARALLEL)
-	$(MAKE) --no-print-directory molecule
+	@$(call timed,install,$(MAKE) --no-print-directory -j3 deps $(CHECKOV) images)
+	@$(call timed,lint,$(MAKE) --no-print-directory lint)
+	@$(call timed,pytest,$(PYTEST) $(PYTEST_PARALLEL))
+	@$(call timed,molecule,$(MAKE) --no-print-directory molecule)
 
 # The tests with coverage of node_agent, lambdas and the job contract (child processes included); fails under 90 %.
 coverage: deps

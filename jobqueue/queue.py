@@ -25,6 +25,7 @@ Every multi-key change is one Lua script, so a crash between two Redis calls can
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Final, Literal, cast
@@ -284,7 +285,11 @@ class AsyncJobQueue:
         )
         return _attempt(result)
 
-    async def finish(self, entry: Entry, status: str, finished_at: float, error: str | None, raw: str) -> None:
+    async def finish(
+        self, entry: Entry, status: str, finished_at: float, error: str | None, raw: str, *, live_tail: str = ""
+    ) -> None:
+        """Settle the job (its reply is in S3); ``live_tail`` is the live text not yet in ``reply:<id>``, written
+        just before the final status."""
         dead = ""
         if status != "done":
             dead = dead_letter_payload(entry.job_id, error or status, raw, finished_at)
@@ -299,6 +304,7 @@ class AsyncJobQueue:
                 contract.DEAD_LETTER_LENGTH,
                 status,
                 contract.REPLY_STREAM_TTL_S,
+                live_tail,
             ],
         )
 
@@ -372,10 +378,12 @@ class AsyncJobQueue:
     async def clear_heartbeat(self) -> None:
         await self.redis.delete(contract.HEARTBEAT)
 
-    async def append_partial(self, job_id: str, fields: dict[str, str]) -> None:
-        """Append to the live stream ``reply:<id>`` that a client can follow while the job runs."""
-        key = contract.reply_stream_key(job_id)
+    async def append_partial(self, texts: Mapping[str, str]) -> None:
+        """Append live text to the streams ``reply:<id>`` that clients follow while jobs run: every job's text in
+        one transaction (one round trip), each stream kept readable for a while after its last update."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(key, fields)  # type: ignore[arg-type]
-            pipe.expire(key, contract.REPLY_STREAM_TTL_S)
+            for job_id, text in texts.items():
+                key = contract.reply_stream_key(job_id)
+                pipe.xadd(key, {"text": text})
+                pipe.expire(key, contract.REPLY_STREAM_TTL_S)
             await pipe.execute()

@@ -23,6 +23,7 @@ from node_agent.backend import Backend
 from node_agent.instance import Identity, InstanceError, Stopper, imds_identity
 from node_agent.metrics import CloudWatchPublisher, Metrics
 from node_agent.replies import ReplyStore
+from node_agent.s3 import SignedS3
 from node_agent.settings import Settings, SettingsError
 from node_agent.shape import SHAPE_ENV, read_env_file
 
@@ -47,8 +48,8 @@ async def identify(settings: Settings) -> Identity:
 
 async def amain(settings: Settings) -> None:
     identity = await identify(settings)
-    # Few threads for AWS calls: a PUT is short, and every extra thread holding the GIL for botocore's
-    # ~3 ms of CPU delays the event loop that streams the jobs (measured with bench/agent.py).
+    # Few threads for the AWS calls left to boto3 (the inbox, CloudWatch, the stop, credentials): each holds the
+    # GIL for botocore's milliseconds of CPU while the event loop streams the jobs (measured with bench/agent.py).
     workers = AWS_THREADS
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="aws")
     aws = Config(
@@ -58,8 +59,8 @@ async def amain(settings: Settings) -> None:
         connect_timeout=5,
         read_timeout=15,
     )
-    # Replies are small JSON documents with fixed parameters: botocore's client-side parameter validation and
-    # default CRC checksums cost ~1 ms of CPU per PUT (a third of it) and guard nothing here; TLS does.
+    # The bucket's objects are small JSON documents with fixed parameters: botocore's client-side parameter
+    # validation and default CRC checksums cost ~1 ms of CPU per call and guard nothing here; TLS does.
     s3_config = aws.merge(
         Config(
             parameter_validation=False,
@@ -69,17 +70,19 @@ async def amain(settings: Settings) -> None:
     )
     metrics = Metrics()
     metrics.serve(settings.metrics_port)
-    cloudwatch = boto3.client("cloudwatch", config=aws) if settings.cloudwatch else None
+    session = boto3.Session()
+    cloudwatch = session.client("cloudwatch", config=aws) if settings.cloudwatch else None
     queue = AsyncJobQueue(
         redis.asyncio.from_url(settings.redis_url, health_check_interval=30, socket_connect_timeout=5),
         consumer=settings.consumer or identity.instance_id,
     )
-    s3 = boto3.client("s3", config=s3_config)
+    s3 = session.client("s3", config=s3_config)
     agent = Agent(
         settings,
         queue=queue,
         backend=Backend(settings.backend_url, settings.backend_connect_timeout_s, settings.backend_read_timeout_s),
-        replies=ReplyStore(s3, settings.reply_bucket, executor),
+        # the reply, once per job, on the event loop (node_agent/s3.py says why); the rare rest through boto3
+        replies=ReplyStore(SignedS3(session, settings.reply_bucket, s3_config, executor)),
         stopper=Stopper(settings.stop_mode, identity.instance_id, identity.region, executor),
         metrics=metrics,
         cloudwatch=CloudWatchPublisher(cloudwatch, executor),

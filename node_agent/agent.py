@@ -100,6 +100,7 @@ class Agent:
                 asyncio.create_task(self.idle_stopper.loop(), name="idle"),
                 asyncio.create_task(self._cloudwatch_loop(), name="cloudwatch"),
                 asyncio.create_task(self._adopt_loop(), name="adopt"),
+                asyncio.create_task(self.jobs.live.loop(), name="live-text"),
             ]
             await self.life.shutdown.wait()
             await self._drain(claim, others)
@@ -110,6 +111,7 @@ class Agent:
             await self.queue.clear_heartbeat()
         await self.cloudwatch.flush()
         await self.backend.aclose()
+        await self.jobs.replies.aclose()
         log.info("agent stopped")
 
     def _on_signal(self, sig: signal.Signals) -> None:

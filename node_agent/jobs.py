@@ -24,7 +24,7 @@ from node_agent.backend import Backend, BackendError
 from node_agent.idle import IdleClock
 from node_agent.life import Life
 from node_agent.metrics import CloudWatchPublisher, Metrics
-from node_agent.replies import PartialText, ReplyStore
+from node_agent.replies import LiveText, ReplyStore
 from node_agent.settings import Settings
 
 log = logging.getLogger("node_agent")
@@ -63,6 +63,8 @@ class JobRunner:
         """The model the jobs are sent to: the setting, or the first the model server names once it is up."""
         self.claim_timeout_ms = int(settings.claim_timeout_s * 1000)
         self.running: dict[str, Running] = {}
+        self.live = LiveText(self._write_live)
+        """The running jobs' live text, written together (its loop runs beside the claim loop)."""
 
     def start(self, entry: Entry) -> None:
         running = Running(entry)
@@ -87,6 +89,7 @@ class JobRunner:
             # A bug, not a job failure: leave the claim to expire so the job is retried, and keep the agent up.
             log.exception("job crashed the agent's handler; it will be reclaimed", extra={"job_id": entry.job_id})
         finally:
+            self.live.discard(entry.job_id)  # what a crashed or handed-back attempt left unwritten
             del self.running[entry.entry_id]
             self.metrics.in_flight.set(len(self.running))
             self.life.slot_free.set()
@@ -119,14 +122,16 @@ class JobRunner:
         await self._generate(entry, job, attempt, claimed_at)
 
     async def _generate(self, entry: Entry, job: Job, attempt: Attempt, claimed_at: float) -> None:
-        partial = PartialText(lambda fields: self._partial(job["id"], fields))
         started = time.monotonic()
         try:
             completion = await self.backend.complete(
-                self.model, job, job.get("max_tokens", self.s.default_max_tokens), on_text=partial.add
+                self.model,
+                job,
+                job.get("max_tokens", self.s.default_max_tokens),
+                on_text=lambda text: self.live.add(job["id"], text),
             )
-            await partial.flush()
         except BackendError as exc:
+            self.live.discard(job["id"])
             self.metrics.attempt_failures.inc()
             reason = f"attempt {attempt.number} of {self.s.max_attempts}: {exc.reason}"
             if exc.retryable and attempt.number < self.s.max_attempts:
@@ -197,9 +202,10 @@ class JobRunner:
         handled_s = None if running is None else time.monotonic() - running.claimed
         self._record(stood, duplicate=stood is not reply, handled_s=handled_s, s3_s=s3_s)
         status, error = stood["status"], stood.get("error")
+        tail = await self.live.take(entry.job_id)
         await retry(
             "settle the job in Redis",
-            lambda: self.queue.finish(entry, status, stood["timings"]["finished_at"], error, raw),
+            lambda: self.queue.finish(entry, status, stood["timings"]["finished_at"], error, raw, live_tail=tail),
         )
 
     def _record(self, reply: dict[str, Any], *, duplicate: bool, handled_s: float | None, s3_s: float) -> None:
@@ -230,9 +236,9 @@ class JobRunner:
         level = logging.INFO if reply["status"] == "done" else logging.WARNING
         log.log(level, "job settled", extra={**fields, "error": reply.get("error")})
 
-    async def _partial(self, job_id: str, fields: dict[str, str]) -> None:
-        """Live text is best effort: a Redis hiccup must not fail the job."""
+    async def _write_live(self, texts: dict[str, str]) -> None:
+        """Live text is best effort: a Redis hiccup must not fail a job."""
         try:
-            await self.queue.append_partial(job_id, fields)
+            await self.queue.append_partial(texts)
         except redis.exceptions.RedisError as exc:
-            log.debug("partial text not written", extra={"job_id": job_id, "error": str(exc)})
+            log.debug("live text not written", extra={"jobs": len(texts), "error": str(exc)})

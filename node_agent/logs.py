@@ -32,6 +32,6 @@ def setup(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # botocore and httpx log every request at INFO/DEBUG; keep them to warnings.
-    for noisy in ("botocore", "boto3", "urllib3", "httpx", "httpcore"):
+    # botocore, httpx and aiohttp log every request at INFO/DEBUG; keep them to warnings.
+    for noisy in ("botocore", "boto3", "urllib3", "httpx", "httpcore", "aiohttp"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

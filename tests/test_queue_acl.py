@@ -66,7 +66,7 @@ def test_the_router_and_the_agent_do_their_work_through_the_contract(acl_redis: 
             await queue.publish_heartbeat({"state": "ready"}, 15)
             entry = (await queue.claim_new(1, 100))[0]
             attempt = await queue.begin(entry, 3)
-            await queue.append_partial(entry.job_id, {"text": "hi"})
+            await queue.append_partial({entry.job_id: "hi"})
             await queue.finish(entry, "done", 1.0, None, attempt.raw)
             return entry.job_id
         finally:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from jobqueue.contract import build_reply
-from node_agent.replies import PARTIAL_FLUSH_CHARS, PartialText
+from node_agent import replies
+from node_agent.replies import PARTIAL_FLUSH_CHARS, LiveText
 
 
 def test_reply_timings_are_milliseconds_from_creation_claim_and_end() -> None:
@@ -25,20 +28,84 @@ def test_reply_of_a_job_never_started_has_no_durations() -> None:
     assert reply["error"] == "expired"
 
 
-def test_partial_text_is_batched_and_nothing_is_lost() -> None:
+def test_live_text_of_every_job_goes_in_one_write_and_nothing_is_lost() -> None:
     sent: list[dict[str, str]] = []
 
-    async def append(fields: dict[str, str]) -> None:
-        sent.append(fields)
+    async def write(texts: dict[str, str]) -> None:
+        sent.append(texts)
 
     async def run() -> None:
-        partial = PartialText(append)
-        for _ in range(PARTIAL_FLUSH_CHARS):
-            await partial.add("ab")
-        await partial.add("tail")
-        await partial.flush()
+        live = LiveText(write)
+        for i in range(100):
+            live.add("a", f"{i} ")
+            live.add("b", "x")
+        await live.flush()
+        live.add("a", "tail")
+        assert await live.take("a") == "tail"  # for the call that settles the job
+        assert await live.take("b") == ""
+        await live.flush()  # nothing left: no write
 
     asyncio.run(run())
-    text = "".join(f["text"] for f in sent)
-    assert text == "ab" * PARTIAL_FLUSH_CHARS + "tail"
-    assert 1 < len(sent) < PARTIAL_FLUSH_CHARS  # batched, not one write per token
+    assert sent == [{"a": "".join(f"{i} " for i in range(100)), "b": "x" * 100}]
+
+
+def test_a_jobs_tail_waits_for_the_batch_in_flight_so_its_text_stays_in_order() -> None:
+    sent: list[dict[str, str]] = []
+
+    async def slow_write(texts: dict[str, str]) -> None:
+        await asyncio.sleep(0.2)
+        sent.append(texts)
+
+    async def run() -> None:
+        live = LiveText(slow_write)
+        live.add("a", "first ")
+        batch = asyncio.create_task(live.flush())
+        await asyncio.sleep(0.05)  # the batch is being written
+        live.add("a", "last")
+        sent.append({"a": await live.take("a")})  # as the settling call would write it
+        await batch
+
+    asyncio.run(run())
+    assert sent == [{"a": "first "}, {"a": "last"}]
+
+
+def test_a_job_holding_512_characters_is_written_before_the_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(replies, "PARTIAL_FLUSH_S", 30.0)
+    sent: list[dict[str, str]] = []
+
+    async def run() -> None:
+        written = asyncio.Event()
+
+        async def write(texts: dict[str, str]) -> None:
+            sent.append(texts)
+            written.set()
+
+        live = LiveText(write)
+        loop = asyncio.create_task(live.loop())
+        live.add("a", "x" * (PARTIAL_FLUSH_CHARS - 1))
+        await asyncio.sleep(0.3)
+        assert sent == []  # under the size, and the interval is long
+        live.add("a", "y")
+        async with asyncio.timeout(5):
+            await written.wait()
+        loop.cancel()
+
+    asyncio.run(run())
+    assert sent == [{"a": "x" * (PARTIAL_FLUSH_CHARS - 1) + "y"}]
+
+
+def test_the_text_of_a_failed_attempt_is_not_written() -> None:
+    sent: list[dict[str, str]] = []
+
+    async def write(texts: dict[str, str]) -> None:
+        sent.append(texts)
+
+    async def run() -> None:
+        live = LiveText(write)
+        live.add("a", "half a reply")
+        live.add("b", "kept")
+        live.discard("a")
+        await live.flush()
+
+    asyncio.run(run())
+    assert sent == [{"b": "kept"}]

@@ -4,11 +4,14 @@
 -- KEYS[6] dead letters
 -- ARGV[1] group  ARGV[2] stream entry id  ARGV[3] result JSON  ARGV[4] result TTL (s)
 -- ARGV[5] dead-letter JSON or ''  ARGV[6] dead-letter list length  ARGV[7] final status
--- ARGV[8] TTL of the live reply stream (s)
+-- ARGV[8] TTL of the live reply stream (s)  ARGV[9] the last of the live text, or '' (written before the status)
 redis.call('SET', KEYS[4], ARGV[3], 'EX', ARGV[4])
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 redis.call('DEL', KEYS[2], KEYS[3])
+if ARGV[9] ~= '' then
+  redis.call('XADD', KEYS[5], '*', 'text', ARGV[9])
+end
 redis.call('XADD', KEYS[5], '*', 'status', ARGV[7])
 redis.call('EXPIRE', KEYS[5], ARGV[8])
 if ARGV[5] ~= '' then

@@ -1,0 +1,151 @@
+"""S3 object writes and reads on the agent's event loop: aiohttp for the HTTP, botocore for everything AWS.
+
+Why not the boto3 client for the reply: a ``PutObject`` through botocore's request machinery costs ~2.5 ms of CPU
+and a thread hop per job, a third of the agent's own cost (``bench/agent.py``, docs/development.md). What stays
+botocore's, so that nothing AWS-specific is written here:
+
+- **the endpoint**: each object's URL starts with the prefix botocore itself builds for the bucket (regional
+  endpoint, virtual-hosted or path style, a custom ``AWS_ENDPOINT_URL``), read once from the request its client
+  would send (``_bucket_url``);
+- **the signature**: botocore's ``S3SigV4Auth`` signs each request (Signature Version 4 in the ``Authorization``
+  header, the payload hash in ``x-amz-content-sha256``: "Authenticating Requests: Using the Authorization
+  Header", Amazon S3 API Reference);
+- **the credentials**: the session's provider chain (the instance profile on the node). A frozen copy is reused
+  for at most a minute; botocore renews temporary credentials 15 minutes before they expire (its advisory
+  refresh), so a copy that old is still valid.
+
+Errors are ``S3Error`` with the HTTP status and S3's error code, for the caller to retry or act on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections.abc import Mapping
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING, Final
+from urllib.parse import quote
+
+import aiohttp
+from botocore import UNSIGNED
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError
+from yarl import URL
+
+if TYPE_CHECKING:
+    from boto3 import Session
+    from botocore.credentials import ReadOnlyCredentials
+
+CREDENTIALS_REUSE_S: Final = 60.0
+_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
+
+
+class S3Error(Exception):
+    """S3 did not answer 2xx (``status``, ``code``), or could not be reached (``status`` 0)."""
+
+    def __init__(self, message: str, *, status: int = 0, code: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class _Seen(Exception):
+    """Stops a botocore request once its URL is known."""
+
+
+def _bucket_url(session: Session, bucket: str, config: Config) -> tuple[str, str]:
+    """botocore's own URL for the bucket, and the region it signs for: the request its client would send for a
+    placeholder key, stopped before it leaves (unsigned: no credentials and no network needed). Not a presigned
+    URL: botocore presigns with the global endpoint, ``<bucket>.s3.amazonaws.com``, where its requests go to the
+    bucket's regional one, ``<bucket>.s3.<region>.amazonaws.com``."""
+    client = session.client("s3", config=config.merge(Config(signature_version=UNSIGNED)))
+    seen: list[str] = []
+
+    def stop(request: AWSRequest, **_: object) -> None:
+        seen.append(str(request.url))
+        raise _Seen
+
+    client.meta.events.register("before-send.s3.HeadObject", stop)
+    with contextlib.suppress(_Seen):
+        client.head_object(Bucket=bucket, Key="k")
+    return seen[0].removesuffix("/k"), client.meta.region_name
+
+
+class SignedS3:
+    """``PUT`` and ``GET`` of one bucket's objects, signed by botocore, sent by aiohttp on the running loop."""
+
+    def __init__(
+        self,
+        session: Session,
+        bucket: str,
+        config: Config,
+        executor: Executor,
+        *,
+        connect_timeout_s: float = 5.0,
+        read_timeout_s: float = 15.0,
+    ) -> None:
+        self.bucket = bucket
+        self._session = session
+        self._executor = executor
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s, sock_read=read_timeout_s)
+        self._http: aiohttp.ClientSession | None = None
+        self._prefix, self._region = _bucket_url(session, bucket, config)
+        self._credentials: ReadOnlyCredentials | None = None
+        self._credentials_at = float("-inf")
+
+    async def put(self, key: str, body: bytes, headers: Mapping[str, str]) -> None:
+        await self._send("PUT", key, body, headers)
+
+    async def get(self, key: str) -> bytes:
+        return await self._send("GET", key, b"", {})
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+
+    def url(self, key: str) -> str:
+        """The object's URL, as botocore would send the request."""
+        return f"{self._prefix}/{quote(key, safe='/~')}"
+
+    async def _send(self, method: str, key: str, body: bytes, headers: Mapping[str, str]) -> bytes:
+        what = f"s3://{self.bucket}/{key}"
+        credentials = await self._fresh_credentials(what)
+        url = self.url(key)
+        request = AWSRequest(method, url, data=body, headers=dict(headers))
+        S3SigV4Auth(credentials, "s3", self._region).add_auth(request)
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=self._timeout)
+        try:
+            async with self._http.request(
+                method, URL(url, encoded=True), data=body or None, headers=dict(request.headers.items())
+            ) as response:
+                answer = await response.read()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise S3Error(f"{what}: {type(exc).__name__}: {exc}") from None
+        if 200 <= status < 300:  # noqa: PLR2004 - HTTP's success range
+            return answer
+        found = _CODE.search(answer)
+        code = found.group(1).decode(errors="replace") if found else ""
+        raise S3Error(f"{what}: HTTP {status} {code}".rstrip(), status=status, code=code)
+
+    async def _fresh_credentials(self, what: str) -> ReadOnlyCredentials:
+        """A frozen copy of the session's credentials, renewed in the executor (the provider may call IMDS)."""
+        if self._credentials is None or time.monotonic() - self._credentials_at > CREDENTIALS_REUSE_S:
+            loop = asyncio.get_running_loop()
+            try:
+                self._credentials = await loop.run_in_executor(self._executor, self._resolve)
+            except BotoCoreError as exc:
+                raise S3Error(f"{what}: {exc}") from None
+            self._credentials_at = time.monotonic()
+        return self._credentials
+
+    def _resolve(self) -> ReadOnlyCredentials:
+        credentials = self._session.get_credentials()
+        if credentials is None:
+            raise S3Error(f"s3://{self.bucket}: no AWS credentials (instance profile, environment or profile)")
+        return credentials.get_frozen_credentials()
