@@ -29,7 +29,6 @@ class ReplyStore:
 
     def __init__(self, s3: SignedS3) -> None:
         self._s3 = s3
-        self.bucket = s3.bucket
 
     async def write(self, reply: dict[str, Any]) -> dict[str, Any]:
         """Store the reply once; returns the reply that stands (an earlier one if another attempt won)."""

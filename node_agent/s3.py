@@ -94,8 +94,8 @@ class SignedS3:
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s, sock_read=read_timeout_s)
         self._http: aiohttp.ClientSession | None = None
         self._prefix, self._region = _bucket_url(session, bucket, config)
-        self._credentials: ReadOnlyCredentials | None = None
-        self._credentials_at = float("-inf")
+        self._signer: S3SigV4Auth | None = None
+        self._signer_at = float("-inf")
 
     async def put(self, key: str, body: bytes, headers: Mapping[str, str]) -> None:
         await self._send("PUT", key, body, headers)
@@ -113,10 +113,10 @@ class SignedS3:
 
     async def _send(self, method: str, key: str, body: bytes, headers: Mapping[str, str]) -> bytes:
         what = f"s3://{self.bucket}/{key}"
-        credentials = await self._fresh_credentials(what)
+        signer = await self._fresh_signer(what)
         url = self.url(key)
         request = AWSRequest(method, url, data=body, headers=dict(headers))
-        S3SigV4Auth(credentials, "s3", self._region).add_auth(request)
+        signer.add_auth(request)
         if self._http is None:
             self._http = aiohttp.ClientSession(timeout=self._timeout)
         try:
@@ -133,16 +133,17 @@ class SignedS3:
         code = found.group(1).decode(errors="replace") if found else ""
         raise S3Error(f"{what}: HTTP {status} {code}".rstrip(), status=status, code=code)
 
-    async def _fresh_credentials(self, what: str) -> ReadOnlyCredentials:
-        """A frozen copy of the session's credentials, renewed in the executor (the provider may call IMDS)."""
-        if self._credentials is None or time.monotonic() - self._credentials_at > CREDENTIALS_REUSE_S:
+    async def _fresh_signer(self, what: str) -> S3SigV4Auth:
+        """The signer over a frozen copy of the session's credentials, renewed in the executor (the provider may
+        call IMDS) once the copy is a minute old."""
+        if self._signer is None or time.monotonic() - self._signer_at > CREDENTIALS_REUSE_S:
             loop = asyncio.get_running_loop()
             try:
-                self._credentials = await loop.run_in_executor(self._executor, self._resolve)
+                credentials = await loop.run_in_executor(self._executor, self._resolve)
             except BotoCoreError as exc:
                 raise S3Error(f"{what}: {exc}") from None
-            self._credentials_at = time.monotonic()
-        return self._credentials
+            self._signer, self._signer_at = S3SigV4Auth(credentials, "s3", self._region), time.monotonic()
+        return self._signer
 
     def _resolve(self) -> ReadOnlyCredentials:
         credentials = self._session.get_credentials()

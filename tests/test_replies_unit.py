@@ -28,14 +28,25 @@ def test_reply_of_a_job_never_started_has_no_durations() -> None:
     assert reply["error"] == "expired"
 
 
-def test_live_text_of_every_job_goes_in_one_write_and_nothing_is_lost() -> None:
-    sent: list[dict[str, str]] = []
+class Writes:
+    """What a LiveText writes, in order; each write takes ``delay_s``."""
 
-    async def write(texts: dict[str, str]) -> None:
-        sent.append(texts)
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.sent: list[dict[str, str]] = []
+        self.delay_s = delay_s
+        self.any = asyncio.Event()
+
+    async def __call__(self, texts: dict[str, str]) -> None:
+        await asyncio.sleep(self.delay_s)
+        self.sent.append(texts)
+        self.any.set()
+
+
+def test_live_text_of_every_job_goes_in_one_write_and_nothing_is_lost() -> None:
+    writes = Writes()
 
     async def run() -> None:
-        live = LiveText(write)
+        live = LiveText(writes)
         for i in range(100):
             live.add("a", f"{i} ")
             live.add("b", "x")
@@ -46,66 +57,53 @@ def test_live_text_of_every_job_goes_in_one_write_and_nothing_is_lost() -> None:
         await live.flush()  # nothing left: no write
 
     asyncio.run(run())
-    assert sent == [{"a": "".join(f"{i} " for i in range(100)), "b": "x" * 100}]
+    assert writes.sent == [{"a": "".join(f"{i} " for i in range(100)), "b": "x" * 100}]
 
 
 def test_a_jobs_tail_waits_for_the_batch_in_flight_so_its_text_stays_in_order() -> None:
-    sent: list[dict[str, str]] = []
-
-    async def slow_write(texts: dict[str, str]) -> None:
-        await asyncio.sleep(0.2)
-        sent.append(texts)
+    writes = Writes(delay_s=0.2)
 
     async def run() -> None:
-        live = LiveText(slow_write)
+        live = LiveText(writes)
         live.add("a", "first ")
         batch = asyncio.create_task(live.flush())
         await asyncio.sleep(0.05)  # the batch is being written
         live.add("a", "last")
-        sent.append({"a": await live.take("a")})  # as the settling call would write it
+        writes.sent.append({"a": await live.take("a")})  # as the settling call would write it
         await batch
 
     asyncio.run(run())
-    assert sent == [{"a": "first "}, {"a": "last"}]
+    assert writes.sent == [{"a": "first "}, {"a": "last"}]
 
 
 def test_a_job_holding_512_characters_is_written_before_the_interval(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(replies, "PARTIAL_FLUSH_S", 30.0)
-    sent: list[dict[str, str]] = []
+    writes = Writes()
 
     async def run() -> None:
-        written = asyncio.Event()
-
-        async def write(texts: dict[str, str]) -> None:
-            sent.append(texts)
-            written.set()
-
-        live = LiveText(write)
+        live = LiveText(writes)
         loop = asyncio.create_task(live.loop())
         live.add("a", "x" * (PARTIAL_FLUSH_CHARS - 1))
         await asyncio.sleep(0.3)
-        assert sent == []  # under the size, and the interval is long
+        assert writes.sent == []  # under the size, and the interval is long
         live.add("a", "y")
         async with asyncio.timeout(5):
-            await written.wait()
+            await writes.any.wait()
         loop.cancel()
 
     asyncio.run(run())
-    assert sent == [{"a": "x" * (PARTIAL_FLUSH_CHARS - 1) + "y"}]
+    assert writes.sent == [{"a": "x" * (PARTIAL_FLUSH_CHARS - 1) + "y"}]
 
 
 def test_the_text_of_a_failed_attempt_is_not_written() -> None:
-    sent: list[dict[str, str]] = []
-
-    async def write(texts: dict[str, str]) -> None:
-        sent.append(texts)
+    writes = Writes()
 
     async def run() -> None:
-        live = LiveText(write)
+        live = LiveText(writes)
         live.add("a", "half a reply")
         live.add("b", "kept")
         live.discard("a")
         await live.flush()
 
     asyncio.run(run())
-    assert sent == [{"b": "kept"}]
+    assert writes.sent == [{"b": "kept"}]
