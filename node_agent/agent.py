@@ -21,7 +21,7 @@ from jobqueue import contract
 from jobqueue.queue import AsyncJobQueue, Entry
 from node_agent import __version__
 from node_agent.adoption import ADOPT_EVERY_S, Adopter
-from node_agent.aio import AWS_ERRORS, TRANSIENT, retry, stop_tasks, wait_event
+from node_agent.aio import AWS_ERRORS, TRANSIENT, retry, stop_tasks, unless_set, wait_event
 from node_agent.backend import Backend, BackendNotReady
 from node_agent.idle import IdleClock
 from node_agent.idle_stop import IdleStopper
@@ -87,7 +87,17 @@ class Agent:
                 "backend_start_timeout_s": self.s.backend_start_timeout_s,
             },
         )
-        await retry("connect to Redis", self.queue.ensure_group)
+        # a stop while Redis is away (the node's own Redis restarting, say) ends the agent at once: supervisor
+        # would otherwise wait its stopwaitsecs for it and then kill it
+        if await unless_set(self.life.shutdown, retry("connect to Redis", self.queue.ensure_group)):
+            await self._serve()
+        await self.cloudwatch.flush()
+        await self.backend.aclose()
+        await self.jobs.replies.aclose()
+        log.info("agent stopped")
+
+    async def _serve(self) -> None:
+        """From Redis answering to the shutdown: adopt, wait for the model server, claim and run, drain."""
         heartbeat = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
         lag = asyncio.create_task(self._lag_loop(), name="loop-lag")
         await self._adopt()  # requests parked while the node slept join the queue before anything is claimed
@@ -109,10 +119,6 @@ class Agent:
         await stop_tasks([heartbeat, lag])
         with contextlib.suppress(*TRANSIENT):
             await self.queue.clear_heartbeat()
-        await self.cloudwatch.flush()
-        await self.backend.aclose()
-        await self.jobs.replies.aclose()
-        log.info("agent stopped")
 
     def _on_signal(self, sig: signal.Signals) -> None:
         log.info("shutdown requested", extra={"signal": sig.name, "in_flight": len(self.jobs.running)})

@@ -1,12 +1,12 @@
-"""The asyncio helpers the agent's parts share: bounded task shutdown, a timed event wait, and the retry of a
-transient failure (Redis or S3 away) that a job's bookkeeping must outlast."""
+"""The asyncio helpers the agent's parts share: bounded task shutdown, a timed event wait, work cut short by an
+event, and the retry of a transient failure (Redis or S3 away) that a job's bookkeeping must outlast."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Final, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Final, TypeVar
 
 import redis.exceptions
 from botocore.exceptions import BotoCoreError, ClientError
@@ -40,6 +40,24 @@ async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
             await event.wait()
     except TimeoutError:
         return False
+    return True
+
+
+async def unless_set(event: asyncio.Event, work: Coroutine[Any, Any, None]) -> bool:
+    """Run ``work`` until it ends or ``event`` is set, whichever comes first: True when the work ended (its error
+    raised here), False when the event cut it short (the work cancelled)."""
+    task = asyncio.create_task(work)
+    stop = asyncio.create_task(event.wait())
+    try:
+        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+    if task.cancelled():
+        return False
+    task.result()
     return True
 
 

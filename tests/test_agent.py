@@ -251,6 +251,16 @@ def test_sigterm_hands_back_what_cannot_finish_in_the_grace_period(stack: Stack,
     assert reply["attempts"] == 1  # the hand-back did not count as a failed attempt
 
 
+def test_sigterm_while_redis_is_away_stops_the_agent_at_once(stack: Stack, standin: StandInServer) -> None:
+    """Supervisor's stop (a converge's restart, a reboot) while Redis does not answer: the agent does not wait for
+    it, so supervisor need not kill it after its stopwaitsecs."""
+    agent = stack.start_agent(standin.url, wait=False, TL_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    wait_until(lambda: "cannot connect to Redis" in agent.log_path.read_text(), 30, "the agent to retry Redis")
+    agent.signal(signal.SIGTERM)
+    assert agent.wait(5) == 0
+    assert '"agent stopped"' in agent.log_path.read_text()
+
+
 def test_metrics_are_exposed_on_loopback(stack: Stack, standin: StandInServer) -> None:
     port = free_port()
     agent = stack.start_agent(standin.url, TL_METRICS_PORT=str(port))
