@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -40,10 +41,33 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("TL_", "AWS_"))}
 
 
+EPHEMERAL_PORTS: Final = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def _listen_ports() -> list[int]:
+    """The ports the local servers listen on: outside the kernel's ephemeral range (Linux: 32768-60999). A port the
+    kernel picks for a bind to port 0 comes from that range, the one it also gives outgoing connections, so one of
+    the tests' many client sockets could take it before the server bound it (a test's redis-server once lost its
+    port that way: "Address already in use")."""
+    try:
+        low, high = (int(n) for n in EPHEMERAL_PORTS.read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return [port for port in range(10000, 65536) if not low <= port <= high]
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nothing is bound to, outside the range outgoing connections take their ports from."""
+    ports = _listen_ports()
+    for _ in range(200):
+        port = random.choice(ports)  # noqa: S311 (a port number, not a secret)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise StackError("no free port outside the ephemeral range")
 
 
 def wait_until(check: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.05) -> None:

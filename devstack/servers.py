@@ -63,7 +63,11 @@ class RedisServer(Process):
 
     def start(self) -> None:
         super().start()
-        wait_until(lambda: self.alive() and self._pong(), 20, f"redis-server on port {self.port}")
+        wait_until(self._answers, 20, f"redis-server on port {self.port}")
+
+    def _answers(self) -> bool:
+        self.check_alive()  # one that could not bind its port says so at once, with its log
+        return self._pong()
 
     def _pong(self) -> bool:
         try:
