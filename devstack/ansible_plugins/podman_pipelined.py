@@ -2,15 +2,14 @@
 #
 # The collection's plugin turns pipelining off because it runs `podman exec` without `-i`, so the module sent on
 # stdin never arrives (containers/ansible-podman-collections#275). With `-i` it does, and each task is one
-# `podman exec` (the module on stdin) instead of three (make a temporary directory; run the module copied into
-# it through the container's mount; remove it). A `podman exec` costs about 0.2 s on the 2-core build machines:
-# the converges of `make test` run a few thousand tasks. ansible.cfg names this directory (connection_plugins).
+# `podman exec` (the module on stdin) instead of five and a copy (the home directory, a temporary directory, the
+# module copied into it, a chmod, the run, the clean-up). A `podman exec` costs about 0.2 s on the 2-core build
+# machines: the converges of `make test` run a few thousand tasks. ansible.cfg names this directory
+# (connection_plugins).
 from __future__ import annotations
 
-import shlex
 from typing import Any
 
-from ansible.plugins.connection import ensure_connect
 from ansible_collections.containers.podman.plugins.connection.podman import Connection as PodmanConnection
 
 DOCUMENTATION = """
@@ -58,9 +57,10 @@ class Connection(PodmanConnection):  # type: ignore[misc]
     transport = "podman_pipelined"
     has_pipelining = True
 
-    @ensure_connect  # type: ignore[untyped-decorator]
-    def exec_command(self, cmd: str, in_data: bytes | None = None, sudoable: bool = False) -> Any:
-        if in_data is None:
-            return super().exec_command(cmd, in_data=in_data, sudoable=sudoable)
-        exec_args = ["exec", "-i", *(("--user", self.user) if self.user else ())]
-        return self._podman(exec_args, shlex.split(cmd), in_data)
+    def _podman(
+        self, cmd: Any, cmd_args: Any = None, in_data: bytes | None = None, use_container_id: bool = True
+    ) -> Any:
+        """The collection's runner, with ``-i`` on an ``exec`` that has something for stdin."""
+        if in_data is not None and isinstance(cmd, list) and cmd[:1] == ["exec"]:
+            cmd = ["exec", "-i", *cmd[1:]]
+        return super()._podman(cmd, cmd_args, in_data, use_container_id)
