@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from devstack.procs import Process, clean_env, free_port, http_ok, wait_until
+from devstack.procs import Process, clean_env, free_port, http_ok
 from devstack.servers import AWS_REGION
 from devstack.stack import Stack, pythonpath
 
@@ -106,4 +106,4 @@ class LocalEdgeServer(Process):
 
     def start(self) -> None:
         super().start()
-        wait_until(lambda: self.alive() and http_ok(f"{self.url}/ping"), 30, "local edge")
+        self.wait_up(lambda: http_ok(f"{self.url}/ping"), 30, "local edge")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import signal
@@ -44,7 +45,8 @@ def clean_env() -> dict[str, str]:
 EPHEMERAL_PORTS: Final = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
 
-def _listen_ports() -> list[int]:
+@functools.cache
+def _listen_ports() -> tuple[int, ...]:
     """The ports the local servers listen on: outside the kernel's ephemeral range (Linux: 32768-60999). A port the
     kernel picks for a bind to port 0 comes from that range, the one it also gives outgoing connections, so one of
     the tests' many client sockets could take it before the server bound it (a test's redis-server once lost its
@@ -53,7 +55,7 @@ def _listen_ports() -> list[int]:
         low, high = (int(n) for n in EPHEMERAL_PORTS.read_text().split())
     except (OSError, ValueError):
         low, high = 32768, 60999
-    return [port for port in range(10000, 65536) if not low <= port <= high]
+    return tuple(port for port in range(10000, 65536) if not low <= port <= high)
 
 
 def free_port() -> int:
@@ -122,6 +124,16 @@ class Process:
     def check_alive(self) -> None:
         if not self.alive():
             raise StackError(f"{self.name} exited; see {self.log_path}:\n{self.tail()}")
+
+    def wait_up(self, ready: Callable[[], bool], timeout_s: float, what: str) -> None:
+        """Wait until ``ready()``; a process that exits meanwhile (its port taken, a bad setting) fails at once,
+        with its log, instead of at the timeout."""
+
+        def up() -> bool:
+            self.check_alive()
+            return ready()
+
+        wait_until(up, timeout_s, what)
 
     def tail(self, lines: int = 30) -> str:
         try:

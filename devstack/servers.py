@@ -16,7 +16,7 @@ import httpx
 import redis
 from botocore.config import Config
 
-from devstack.procs import CACHE, Process, StackError, free_port, http_ok, venv_tool, wait_until
+from devstack.procs import CACHE, Process, StackError, free_port, http_ok, venv_tool
 from devstack.quotas import NEW_ACCOUNT, QuotaServer
 
 MODEL_FILE: Final = CACHE / "models" / "gemma3-270m-q4_k_m.gguf"
@@ -63,11 +63,7 @@ class RedisServer(Process):
 
     def start(self) -> None:
         super().start()
-        wait_until(self._answers, 20, f"redis-server on port {self.port}")
-
-    def _answers(self) -> bool:
-        self.check_alive()  # one that could not bind its port says so at once, with its log
-        return self._pong()
+        self.wait_up(self._pong, 20, f"redis-server on port {self.port}")
 
     def _pong(self) -> bool:
         try:
@@ -122,7 +118,7 @@ class MotoServer(Process):
     def start(self) -> None:
         super().start()
         self.quotas.start()
-        wait_until(lambda: self.alive() and http_ok(f"{self.url}/moto-api/"), 30, f"moto server on port {self.port}")
+        self.wait_up(lambda: http_ok(f"{self.url}/moto-api/"), 30, f"moto server on port {self.port}")
 
     def reset(self) -> None:
         """Back to an empty account (``/moto-api/reset``), quotas as a new account's."""
@@ -234,8 +230,4 @@ class LlamaServer(Process):
             self.wait_ready()
 
     def wait_ready(self) -> None:
-        def ready() -> bool:
-            self.check_alive()
-            return http_ok(f"{self.url}/health")
-
-        wait_until(ready, 120, f"llama-server on port {self.port}")
+        self.wait_up(lambda: http_ok(f"{self.url}/health"), 120, f"llama-server on port {self.port}")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 import redis
 from botocore.exceptions import ClientError
 
-from devstack.procs import Process, StackError, clean_env, free_port, http_ok, venv_tool, wait_until
+from devstack.procs import Process, StackError, clean_env, free_port, http_ok, venv_tool
 from devstack.servers import AWS_REGION, LOOPBACK, MotoServer, RedisServer
 from jobqueue import contract
 from jobqueue.contract import Job
@@ -47,7 +47,7 @@ class StandInServer(Process):
 
     def start(self) -> None:
         super().start()
-        wait_until(lambda: self.alive() and http_ok(f"{self.url}/health"), 20, "stand-in backend")
+        self.wait_up(lambda: http_ok(f"{self.url}/health"), 20, "stand-in backend")
 
     def stats(self) -> dict[str, Any]:
         import httpx  # noqa: PLC0415
@@ -205,11 +205,8 @@ class Stack:
         return agent
 
     def wait_agent_ready(self, agent: Process, timeout_s: float = 30) -> None:
-        def ready() -> bool:
-            agent.check_alive()
-            return "agent ready" in agent.log_path.read_text(errors="replace")
-
-        wait_until(ready, timeout_s, f"{agent.name} to report ready")
+        agent.wait_up(lambda: "agent ready" in agent.log_path.read_text(errors="replace"), timeout_s,
+                      f"{agent.name} to report ready")  # fmt: skip
 
     # ------------------------------------------------------------ jobs and replies
 
