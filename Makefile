@@ -35,9 +35,10 @@ CHECKOV_VERSION := 3.3.30
 CHECKOV := $(CACHE)/checkov-$(CHECKOV_VERSION)/bin/checkov
 
 PYTEST := $(BIN)/python -m pytest
-# make test: two workers, each module whole on one (its shared stack, its order), the longest modules first
+# make test: three workers on the two cores (a worker's test often waits on a timer or a server: with two, the
+# cores were 72 % busy), each module whole on one (its shared stack, its order), the longest modules first
 # (tests/conftest.py LONGEST_FIRST); TL_TEST_WORKERS=0 runs them in this process, one after the other.
-TL_TEST_WORKERS ?= 2
+TL_TEST_WORKERS ?= 3
 PYTEST_PARALLEL := $(if $(filter 0,$(TL_TEST_WORKERS)),,-n $(TL_TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 CODE := node_agent jobqueue lambdas tlcli devstack tests bench roles molecule scripts/ssm-run scripts/gui-smoke
 

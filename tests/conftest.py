@@ -14,8 +14,8 @@ from devstack.stack import Stack, StandInServer
 from tests.support import AUDIENCE, ISSUER, PASSWORD, JwksServer, SigningKey
 
 LONGEST_FIRST = ("test_local_node.py", "test_teardown.py", "test_lambda_deploy.py", "test_stack.py")
-"""Modules that take minutes, collected first: with ``-n 2`` (``make test``) one worker starts the end-to-end
-module at once and the other takes everything else, instead of the longest module starting last."""
+"""Modules that take minutes, collected first: with ``-n 3`` (``make test``) the end-to-end module and the next two
+start at once and the workers share the rest, instead of the longest module starting last."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
