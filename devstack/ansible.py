@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any, Final
 from devstack.procs import REPO, VENV_BIN
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from devstack.stack import Stack
 
 PLAYBOOK: Final = VENV_BIN / "ansible-playbook"
@@ -39,11 +41,12 @@ def play(
     inventory: str = "localhost,",
     log: Path | None = None,
     timeout_s: float = 300,
+    options: Sequence[str] = (),
     **extra: Any,
 ) -> subprocess.CompletedProcess[str]:
-    """``ansible-playbook -i <inventory> playbooks/<playbook> -e <extra as JSON>``; with ``log``, the output also
-    goes to that file as it comes (a long converge can be followed with tail -f)."""
-    argv = [str(PLAYBOOK), "-i", inventory, f"playbooks/{playbook}", "-e", json.dumps(extra)]
+    """``ansible-playbook -i <inventory> <options> playbooks/<playbook> -e <extra as JSON>``; with ``log``, the
+    output also goes to that file as it comes (a long converge can be followed with tail -f)."""
+    argv = [str(PLAYBOOK), "-i", inventory, *options, f"playbooks/{playbook}", "-e", json.dumps(extra)]
     if log is None:
         return subprocess.run(
             argv, cwd=REPO, env=ansible_env(stack), check=False, capture_output=True, text=True, timeout=timeout_s
