@@ -380,8 +380,10 @@ class AsyncJobQueue:
 
     async def append_partial(self, texts: Mapping[str, str]) -> None:
         """Append live text to the streams ``reply:<id>`` that clients follow while jobs run: every job's text in
-        one transaction (one round trip), each stream kept readable for a while after its last update."""
-        async with self.redis.pipeline(transaction=True) as pipe:
+        one pipeline (one round trip), each stream kept readable for a while after its last update. Not a
+        transaction: each stream stands alone, one connection keeps their order, and MULTI would double the replies
+        to parse (a ``QUEUED`` per command)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
             for job_id, text in texts.items():
                 key = contract.reply_stream_key(job_id)
                 pipe.xadd(key, {"text": text})
