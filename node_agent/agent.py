@@ -21,7 +21,7 @@ from jobqueue import contract
 from jobqueue.queue import AsyncJobQueue, Entry
 from node_agent import __version__
 from node_agent.adoption import ADOPT_EVERY_S, Adopter
-from node_agent.aio import AWS_ERRORS, TRANSIENT, retry, stop_tasks, unless_set, wait_event
+from node_agent.aio import AWS_ERRORS, TRANSIENT, Interrupted, retry, stop_tasks, unless_set, wait_event
 from node_agent.backend import Backend, BackendNotReady
 from node_agent.idle import IdleClock
 from node_agent.idle_stop import IdleStopper
@@ -89,7 +89,8 @@ class Agent:
         )
         # a stop while Redis is away (the node's own Redis restarting, say) ends the agent at once: supervisor
         # would otherwise wait its stopwaitsecs for it and then kill it
-        if await unless_set(self.life.shutdown, retry("connect to Redis", self.queue.ensure_group)):
+        with contextlib.suppress(Interrupted):
+            await unless_set(self.life.shutdown, retry("connect to Redis", self.queue.ensure_group))
             await self._serve()
         await self.cloudwatch.flush()
         await self.backend.aclose()
@@ -128,25 +129,20 @@ class Agent:
         self.life.slot_free.set()
 
     async def _wait_backend(self) -> bool:
-        """Wait for the model server; a node whose backend never comes up stops itself rather than idle on."""
-        waiter = asyncio.create_task(self.backend.wait_ready(self.s.backend_start_timeout_s))
-        stop = asyncio.create_task(self.life.shutdown.wait())
+        """Wait for the model server; a node whose backend never comes up stops itself rather than idle on.
+        False when the agent is told to stop first."""
         while True:
-            await asyncio.wait({waiter, stop}, return_when=asyncio.FIRST_COMPLETED)
-            if stop.done():
-                waiter.cancel()
-                return False
             try:
-                models = waiter.result()
+                models = await unless_set(self.life.shutdown, self.backend.wait_ready(self.s.backend_start_timeout_s))
+            except Interrupted:
+                return False
             except BackendNotReady as exc:
                 log.error("backend never became ready; stopping the node", extra={"error": str(exc)})
                 self.life.state = "stopping"
                 await self._beat()
                 if not await self.idle_stopper.stop("backend not ready", str(exc)):
                     self.life.state = "starting"
-                waiter = asyncio.create_task(self.backend.wait_ready(self.s.backend_start_timeout_s))
                 continue
-            stop.cancel()
             self.jobs.model = self.jobs.model or models[0]
             self.metrics.backend_up.set(1)
             log.info("agent ready", extra={"model": self.jobs.model})

@@ -43,9 +43,14 @@ async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
     return True
 
 
-async def unless_set(event: asyncio.Event, work: Coroutine[Any, Any, None]) -> bool:
-    """Run ``work`` until it ends or ``event`` is set, whichever comes first: True when the work ended (its error
-    raised here), False when the event cut it short (the work cancelled)."""
+class Interrupted(Exception):
+    """The event was set before the work ended; the work was cancelled, and has finished."""
+
+
+async def unless_set(event: asyncio.Event, work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` until it ends or ``event`` is set, whichever comes first: the work's result (or its error), or
+    ``Interrupted`` when the event cut it short. The work's task is waited for either way, so nothing is left
+    running; a work that ends as the event is set counts as ended."""
     task = asyncio.create_task(work)
     stop = asyncio.create_task(event.wait())
     try:
@@ -56,9 +61,8 @@ async def unless_set(event: asyncio.Event, work: Coroutine[Any, Any, None]) -> b
             task.cancel()
             await asyncio.wait({task})
     if task.cancelled():
-        return False
-    task.result()
-    return True
+        raise Interrupted
+    return task.result()
 
 
 async def retry(what: str, call: Callable[[], Awaitable[T]]) -> T:

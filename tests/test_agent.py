@@ -261,6 +261,17 @@ def test_sigterm_while_redis_is_away_stops_the_agent_at_once(stack: Stack, stand
     assert '"agent stopped"' in agent.log_path.read_text()
 
 
+def test_sigterm_while_the_model_server_is_not_up_stops_the_agent_at_once(stack: Stack) -> None:
+    """The same while the agent waits for the model server (a boot still loading the model): it stops waiting,
+    claims nothing, and never reports ready."""
+    agent = stack.start_agent(f"http://127.0.0.1:{free_port()}", wait=False)
+    wait_until(lambda: "waiting for backend" in agent.log_path.read_text(), 30, "the agent to wait for the backend")
+    agent.signal(signal.SIGTERM)
+    assert agent.wait(5) == 0
+    log = agent.log_path.read_text()
+    assert '"agent stopped"' in log and '"agent ready"' not in log
+
+
 def test_metrics_are_exposed_on_loopback(stack: Stack, standin: StandInServer) -> None:
     port = free_port()
     agent = stack.start_agent(standin.url, TL_METRICS_PORT=str(port))
