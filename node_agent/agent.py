@@ -89,8 +89,11 @@ class Agent:
         )
         # a stop while Redis is away (the node's own Redis restarting, say) ends the agent at once: supervisor
         # would otherwise wait its stopwaitsecs for it and then kill it
-        with contextlib.suppress(Interrupted):
+        try:
             await unless_set(self.life.shutdown, retry("connect to Redis", self.queue.ensure_group))
+        except Interrupted:
+            pass
+        else:
             await self._serve()
         await self.cloudwatch.flush()
         await self.backend.aclose()
