@@ -2,7 +2,7 @@
 
 Why not the boto3 client for the reply: a ``PutObject`` through botocore's request machinery costs ~2.5 ms of CPU
 and a thread hop per job, a third of the agent's own cost; signing with botocore's ``S3SigV4Auth`` alone still
-cost a quarter of a millisecond a job, most of it in its headers' ``email.message`` class (``bench/agent.py``,
+cost 0.3 to 0.5 ms a job, most of it in its headers' ``email.message`` class (``bench/agent.py``,
 docs/development.md). What stays botocore's:
 
 - **the endpoint**: each object's URL starts with the prefix botocore itself builds for the bucket (regional
@@ -13,7 +13,7 @@ docs/development.md). What stays botocore's:
   refresh), so a copy that old is still valid.
 
 The signature (``SigV4``) is the one documented for S3 with the payload in a single chunk, signed; its tests are
-AWS's own worked example and botocore's signer over the agent's requests, and moto, which recomputes it.
+AWS's own worked examples and botocore's signer over the agent's requests, and moto, which recomputes it.
 
 Errors are ``S3Error`` with the HTTP status and S3's error code, for the caller to retry or act on.
 """
