@@ -85,6 +85,10 @@ AGENT_REQUESTS = [
         ("PUT", "http://127.0.0.1:4566/tl-fif-replies/replies/a%20b%2Bc~%C3%A9%3D1.json", b"{}", {}),
         id="path style, a port, an escaped key",
     ),
+    pytest.param(
+        ("PUT", REPLY_URL, b"{}", {"Content-Type": " application/json;   charset=utf-8 "}),
+        id="a header value trimmed, its runs of spaces one",
+    ),
 ]
 
 
