@@ -143,8 +143,8 @@ class SignedS3:
         self._executor = executor
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s, sock_read=read_timeout_s)
         self._http: aiohttp.ClientSession | None = None
-        self._prefix, self._region = _bucket_url(session, bucket, config)
-        origin = urlsplit(self._prefix)
+        prefix, self._region = _bucket_url(session, bucket, config)
+        origin = urlsplit(prefix)
         self._origin, self._base_path = f"{origin.scheme}://{origin.netloc}", origin.path
         # as botocore and aiohttp both write it: the port only where it is not the scheme's own
         self._host = origin.netloc.removesuffix({"http": ":80", "https": ":443"}[origin.scheme])
