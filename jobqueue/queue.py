@@ -7,7 +7,8 @@ remove itself, and a visibility timeout needs a side structure (a sorted set of 
 every sweep must keep in step with the list by hand, in Lua. A stream with a consumer group already keeps, per
 entry, who holds it, since when (idle time) and how often it was delivered: the pending entries list. On top of it
 
-* a claim is XREADGROUP; a dead agent's entries come back through XAUTOCLAIM once they have been idle for the
+* a claim is XREADGROUP (a busy agent's ``finish`` script claims the next entry for the slot it frees, in the same
+  round trip); a dead agent's entries come back through XAUTOCLAIM once they have been idle for the
   claim timeout, with no extra bookkeeping;
 * a live agent keeps its claims fresh with XCLAIM ... JUSTID (resets the idle time, counts no delivery);
 * a retry with back-off, or a hand-back at shutdown, is XCLAIM ... IDLE: the entry becomes due for the sweep
@@ -36,7 +37,7 @@ import redis.asyncio
 from jobqueue import contract
 from jobqueue.contract import Job
 
-SCRIPT_NAMES: Final = ("enqueue", "begin", "finish", "release", "refresh", "withdraw")
+SCRIPT_NAMES: Final = ("enqueue", "begin", "finish", "release", "refresh", "withdraw", "append")
 
 
 def script_source(name: str) -> str:
@@ -286,14 +287,25 @@ class AsyncJobQueue:
         return _attempt(result)
 
     async def finish(
-        self, entry: Entry, status: str, finished_at: float, error: str | None, raw: str, *, live_tail: str = ""
-    ) -> None:
+        self,
+        entry: Entry,
+        status: str,
+        finished_at: float,
+        error: str | None,
+        raw: str,
+        *,
+        live_tail: str = "",
+        claim: int = 0,
+    ) -> list[Entry]:
         """Settle the job (its reply is in S3); ``live_tail`` is the live text not yet in ``reply:<id>``, written
-        just before the final status."""
+        just before the final status. With ``claim``, the same call claims up to that many new entries, as
+        ``claim_new`` without blocking, and returns them: a busy agent refills the slot in the same round trip.
+        (Should the reply be lost on the way, an entry claimed so waits in this consumer's pending list until the
+        sweep takes it back after the claim timeout, as one that ``claim_new`` lost would.)"""
         dead = ""
         if status != "done":
             dead = dead_letter_payload(entry.job_id, error or status, raw, finished_at)
-        await self._scripts["finish"](
+        claimed = await self._scripts["finish"](
             keys=[*_per_job_keys(entry.job_id), contract.DEAD_LETTERS],
             args=[
                 contract.CONSUMER_GROUP,
@@ -305,8 +317,11 @@ class AsyncJobQueue:
                 status,
                 contract.REPLY_STREAM_TTL_S,
                 live_tail,
+                self.consumer,
+                claim,
             ],
         )
+        return [Entry(_text(i), _text(j)) for i, j in zip(claimed[::2], claimed[1::2], strict=True) if j]
 
     async def release(self, entry: Entry, idle_ms: int, error: str, *, refund: bool) -> None:
         """Give a claimed entry back; due again after the claim timeout minus ``idle_ms``.
@@ -380,12 +395,11 @@ class AsyncJobQueue:
 
     async def append_partial(self, texts: Mapping[str, str]) -> None:
         """Append live text to the streams ``reply:<id>`` that clients follow while jobs run: every job's text in
-        one pipeline (one round trip), each stream kept readable for a while after its last update. Not a
-        transaction: each stream stands alone, one connection keeps their order, and MULTI would double the replies
-        to parse (a ``QUEUED`` per command)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for job_id, text in texts.items():
-                key = contract.reply_stream_key(job_id)
-                pipe.xadd(key, {"text": text})
-                pipe.expire(key, contract.REPLY_STREAM_TTL_S)
-            await pipe.execute()
+        one script call (one round trip, one command to build and one reply to parse, where a pipeline would have
+        two of each per job), each stream kept readable for a while after its last update. Each stream stands
+        alone: one connection keeps their order."""
+        if texts:
+            await self._scripts["append"](
+                keys=[contract.reply_stream_key(job_id) for job_id in texts],
+                args=[contract.REPLY_STREAM_TTL_S, *texts.values()],
+            )

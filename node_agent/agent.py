@@ -27,14 +27,13 @@ from node_agent.idle import IdleClock
 from node_agent.idle_stop import IdleStopper
 from node_agent.instance import Stopper
 from node_agent.jobs import JobRunner
-from node_agent.life import Life
+from node_agent.life import RECLAIM_EVERY_S, Life
 from node_agent.metrics import LAG_PROBE_S, CloudWatchPublisher, Metrics
 from node_agent.replies import ReplyStore
 from node_agent.settings import Settings
 
 log = logging.getLogger("node_agent")
 
-RECLAIM_EVERY_S: Final = 1.0
 CLAIM_BLOCK_MS: Final = 1000
 CLOUDWATCH_FLUSH_S: Final = 60.0
 
@@ -168,9 +167,10 @@ class Agent:
     # ---------------------------------------------------------------- loops
 
     async def _claim_loop(self) -> None:
-        """Claim up to the free slots: first this consumer's own leftovers, then expired claims, then new."""
+        """Claim up to the free slots: first this consumer's own leftovers, then expired claims, then new. (A busy
+        agent's finished job claims the next for its slot itself, between sweeps: ``Life.may_refill``.)"""
         life, running = self.life, self.jobs.running
-        first, last_sweep = True, 0.0
+        first = True
         while not life.shutdown.is_set():
             free = self.s.max_concurrency - len(running)
             if free <= 0 or life.claiming_paused():
@@ -181,11 +181,9 @@ class Agent:
                 entries: list[Entry] = []
                 if first:
                     entries, first = await self.queue.own_pending(free), False
-                elif time.monotonic() - last_sweep >= RECLAIM_EVERY_S:
-                    entries, last_sweep = (
-                        await self.queue.reclaim(free, self.jobs.claim_timeout_ms),
-                        time.monotonic(),
-                    )
+                elif time.monotonic() - life.swept_at >= RECLAIM_EVERY_S:
+                    entries = await self.queue.reclaim(free, self.jobs.claim_timeout_ms)
+                    life.swept_at = time.monotonic()
                 if not entries:
                     entries = await self.queue.claim_new(free, CLAIM_BLOCK_MS)
             except redis.exceptions.RedisError as exc:

@@ -36,6 +36,8 @@ class Running:
     begun: bool = False
     claimed: float = field(default_factory=time.monotonic)
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+    refill: list[Entry] = field(default_factory=list)
+    """The next job for this slot, claimed by the call that settled this one: it starts as this one ends."""
 
 
 class JobRunner:
@@ -91,8 +93,11 @@ class JobRunner:
         finally:
             self.live.discard(entry.job_id)  # what a crashed or handed-back attempt left unwritten
             del self.running[entry.entry_id]
+            for claimed in running.refill:
+                self.start(claimed)
             self.metrics.in_flight.set(len(self.running))
-            self.life.slot_free.set()
+            if not running.refill:
+                self.life.slot_free.set()
             self.life.wake_idle.set()
 
     async def _run(self, running: Running) -> None:
@@ -203,10 +208,21 @@ class JobRunner:
         self._record(stood, duplicate=stood is not reply, handled_s=handled_s, s3_s=s3_s)
         status, error = stood["status"], stood.get("error")
         tail = await self.live.take(entry.job_id)
-        await retry(
+        claim = 1 if running is not None and self.life.may_refill() else 0
+        claimed = await retry(
             "settle the job in Redis",
-            lambda: self.queue.finish(entry, status, stood["timings"]["finished_at"], error, raw, live_tail=tail),
+            lambda: self.queue.finish(
+                entry, status, stood["timings"]["finished_at"], error, raw, live_tail=tail, claim=claim
+            ),
         )
+        if not claimed:
+            return
+        if running is not None and not self.life.shutdown.is_set() and not self.life.claiming_paused():
+            running.refill = claimed  # started as this job's task ends, in the slot it frees
+            return
+        for late in claimed:  # the agent began to stop during the call: the claim goes back, as the claim loop's
+            with contextlib.suppress(*TRANSIENT):
+                await self.queue.release(late, self.claim_timeout_ms, "", refund=False)
 
     def _record(self, reply: dict[str, Any], *, duplicate: bool, handled_s: float | None, s3_s: float) -> None:
         timings = reply.get("timings") or {}  # a reply stored earlier may be another agent's, of another version

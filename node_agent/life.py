@@ -8,7 +8,10 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Final, Literal
+
+RECLAIM_EVERY_S: Final = 1.0
+"""How often the claim loop sweeps for expired claims (a dead agent's jobs, a retry's back-off run out)."""
 
 State = Literal["starting", "ready", "busy", "draining", "stopping"]
 
@@ -28,6 +31,16 @@ class Life:
     """Look for parked requests now (Redis came back, a stop was called off)."""
     claim_paused_until: float = 0.0
     """Monotonic time until which nothing is claimed (the node is being stopped)."""
+    swept_at: float = 0.0
+    """Monotonic time of the claim loop's last sweep for expired claims."""
 
     def claiming_paused(self) -> bool:
         return time.monotonic() < self.claim_paused_until
+
+    def may_refill(self) -> bool:
+        """Whether a finished job may claim the next one for its slot itself. Not while the agent stops or pauses
+        its claims, and not once a sweep is due: then the slot goes to the claim loop, which sweeps first, so that
+        a steady flow of new jobs never starves expired ones."""
+        now = time.monotonic()
+        return (not self.shutdown.is_set() and now >= self.claim_paused_until
+                and now - self.swept_at < RECLAIM_EVERY_S)  # fmt: skip

@@ -56,7 +56,7 @@ class ReplyStore:
 class LiveText:
     """The live text of every running job, written to Redis together.
 
-    Each job's streamed text is buffered; every 250 ms (sooner once a job holds 512 characters) one pipeline
+    Each job's streamed text is buffered; every 250 ms (sooner once a job holds 512 characters) one call
     carries what every job streamed since, instead of a round trip per job: at 32 jobs that is 4 writes a second,
     not 128. A job's tail goes with the call that settles it, before its final status. Writes are one at a time,
     so a job's text reaches its stream in order. Live text is best effort: a Redis hiccup loses

@@ -196,6 +196,22 @@ def test_jobs_of_a_dead_agent_are_reclaimed_by_another_within_30_s(stack: Stack,
     assert reply["timings"]["claimed_at"] - (time.time() - (time.monotonic() - killed_at)) <= 30
 
 
+def test_a_busy_agent_still_sweeps_for_expired_claims(stack: Stack, standin: StandInServer) -> None:
+    """A finished job claims the next for its slot itself, but not once a sweep is due: a dead agent's job is taken
+    back while a backlog of new jobs keeps every slot full, not only once the backlog is gone."""
+    jobs = [stack.submit(f"job {i}") for i in range(32)]
+    stack.start_agent(standin.url, TL_MAX_CONCURRENCY="2", TL_CLAIM_TIMEOUT_S="2")  # 0.5 s a job: 8 s in all
+    # another agent claims the oldest job not yet delivered, and dies: its claim expires 2 s later
+    taken = stack.redis.client().xreadgroup(contract.CONSUMER_GROUP, "node-dead", {contract.QUEUE_STREAM: ">"}, count=1)
+    orphan = taken[0][1][0][1]["id"]
+    replies = {job["id"]: stack.wait_reply(job["id"], 40) for job in jobs}
+    assert all(reply["status"] == "done" for reply in replies.values())
+    claims = sorted(reply["timings"]["claimed_at"] for reply in replies.values())
+    # reclaimed at the first sweep after it expired, with most of the backlog still queued; without the sweeps it
+    # would have waited for the backlog to drain
+    assert replies[orphan]["timings"]["claimed_at"] < claims[-8]
+
+
 def test_redis_restart_mid_run_loses_nothing(stack: Stack, slow_standin: StandInServer) -> None:
     stack.start_agent(slow_standin.url, TL_MAX_CONCURRENCY="2")
     jobs = [stack.submit(f"job {i}") for i in range(4)]

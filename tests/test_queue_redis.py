@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from jobqueue import contract
-from jobqueue.queue import AsyncJobQueue, EnqueueError, JobQueue, script_source
+from jobqueue.queue import AsyncJobQueue, EnqueueError, JobQueue, partial_text, script_source
 
 pytestmark = pytest.mark.slow
 
@@ -125,6 +125,50 @@ def test_shutdown_hand_back_does_not_count_as_an_attempt(r: redis.Redis) -> None
         (taken,) = await b.reclaim(10, min_idle_ms=60_000)  # due at once for the sweep
         assert taken == entry
         assert (await b.begin(taken, 3)).number == 1
+        await client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_finish_claims_the_next_new_entry_for_the_slot_when_asked(r: redis.Redis) -> None:
+    async def scenario() -> None:
+        client = async_client(r)
+        a, b = AsyncJobQueue(client, "agent-a"), AsyncJobQueue(client, "agent-b")
+        await a.ensure_group()
+        jobs = [contract.new_job(f"job {i}", "u") for i in range(4)]
+        for job in jobs:
+            await a.enqueue(job)
+        (first,) = await a.claim_new(1, 100)
+        (given_to_b,) = await b.claim_new(1, 100)  # b holds the second: delivered already, not new
+        await a.begin(first, 3)
+        nxt = await a.finish(first, "done", time.time(), None, "", claim=1)
+        assert [e.job_id for e in nxt] == [jobs[2]["id"]]  # the oldest new entry, none b or a held
+        assert given_to_b.job_id == jobs[1]["id"]
+        pending = await client.xpending_range(contract.QUEUE_STREAM, contract.CONSUMER_GROUP, "-", "+", 10, "agent-a")
+        assert [p["message_id"].decode() for p in pending] == [nxt[0].entry_id]  # a holds it now, settled `first`
+        assert (await a.begin(nxt[0], 3)).kind == "run"
+        assert await a.finish(nxt[0], "done", time.time(), None, "") == []  # not asked: claims nothing
+        (last,) = await a.claim_new(5, 100)
+        assert last.job_id == jobs[3]["id"]  # it was left in the queue
+        await a.begin(last, 3)
+        assert await a.finish(last, "done", time.time(), None, "", claim=1) == []  # nothing new: no wait either
+        assert await client.xlen(contract.QUEUE_STREAM) == 1  # only b's entry is left
+        await client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_live_text_of_several_jobs_is_appended_in_one_call_each_stream_with_its_ttl(r: redis.Redis) -> None:
+    async def scenario() -> None:
+        client = async_client(r)
+        q = AsyncJobQueue(client, "agent-a")
+        await q.append_partial({"one": "Hel", "two": "Wor"})
+        await q.append_partial({"one": "lo"})
+        await q.append_partial({})  # nothing streamed since: nothing sent
+        for job_id, text in (("one", "Hello"), ("two", "Wor")):
+            key = contract.reply_stream_key(job_id)
+            assert partial_text(await client.xrange(key)) == text
+            assert 0 < await client.ttl(key) <= contract.REPLY_STREAM_TTL_S
         await client.aclose()
 
     asyncio.run(scenario())

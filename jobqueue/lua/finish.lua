@@ -1,10 +1,14 @@
 -- Settle a job whose final reply is in S3: record its status, acknowledge and delete the queue entry,
--- drop the job and its attempt counter, and dead-letter it when it failed.
+-- drop the job and its attempt counter, and dead-letter it when it failed. Then, when asked, claim the next
+-- entries for the slot the job frees (the same XREADGROUP as a claim, without BLOCK, which scripts may not use):
+-- a busy agent settles a job and claims the next in one round trip.
 -- KEYS[1] queue stream  KEYS[2] job:<id>  KEYS[3] attempts:<id>  KEYS[4] result:<id>  KEYS[5] reply:<id>
 -- KEYS[6] dead letters
 -- ARGV[1] group  ARGV[2] stream entry id  ARGV[3] result JSON  ARGV[4] result TTL (s)
 -- ARGV[5] dead-letter JSON or ''  ARGV[6] dead-letter list length  ARGV[7] final status
 -- ARGV[8] TTL of the live reply stream (s)  ARGV[9] the last of the live text, or '' (written before the status)
+-- ARGV[10] this consumer  ARGV[11] how many new entries to claim (0: none)
+-- Returns the entries claimed: {entry id, job id, entry id, job id, ...}, empty when none.
 redis.call('SET', KEYS[4], ARGV[3], 'EX', ARGV[4])
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
@@ -18,4 +22,18 @@ if ARGV[5] ~= '' then
   redis.call('LPUSH', KEYS[6], ARGV[5])
   redis.call('LTRIM', KEYS[6], 0, tonumber(ARGV[6]) - 1)
 end
-return 1
+local claimed = {}
+if tonumber(ARGV[11]) > 0 then
+  local read = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[10], 'COUNT', ARGV[11], 'STREAMS', KEYS[1], '>')
+  if read then
+    for _, message in ipairs(read[1][2]) do
+      local fields, id = message[2], ''
+      for i = 1, #fields, 2 do
+        if fields[i] == 'id' then id = fields[i + 1] end
+      end
+      table.insert(claimed, message[1])
+      table.insert(claimed, id)
+    end
+  end
+end
+return claimed
