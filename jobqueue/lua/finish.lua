@@ -1,7 +1,10 @@
 -- Settle a job whose final reply is in S3: record its status, acknowledge and delete the queue entry,
 -- drop the job and its attempt counter, and dead-letter it when it failed. Then, when asked, claim the next
--- entries for the slot the job frees (the same XREADGROUP as a claim, without BLOCK, which scripts may not use):
--- a busy agent settles a job and claims the next in one round trip.
+-- entries for the slot the job frees (the same XREADGROUP as a claim, without BLOCK, which Redis 7.0 refuses in a
+-- script): a busy agent settles a job and claims the next in one round trip. It touches only the queue stream, a
+-- declared key; beginning the claimed job would touch keys named after its id, which a script is not given in
+-- advance ("all names of keys that a script accesses must be explicitly provided", redis.io/commands/eval), so
+-- the agent begins it with its own call.
 -- KEYS[1] queue stream  KEYS[2] job:<id>  KEYS[3] attempts:<id>  KEYS[4] result:<id>  KEYS[5] reply:<id>
 -- KEYS[6] dead letters
 -- ARGV[1] group  ARGV[2] stream entry id  ARGV[3] result JSON  ARGV[4] result TTL (s)
