@@ -58,7 +58,7 @@ def client(user: str, port: int) -> redis.Redis:
 def test_the_router_and_the_agent_do_their_work_through_the_contract(acl_redis: int) -> None:
     router = JobQueue(client("router", acl_redis))
 
-    async def agent_side() -> str:
+    async def agent_side() -> list[str]:
         conn = redis.asyncio.Redis(port=acl_redis, username="agent", password=PASSWORDS["agent"])
         try:
             queue = AsyncJobQueue(conn, "node-1")
@@ -67,18 +67,20 @@ def test_the_router_and_the_agent_do_their_work_through_the_contract(acl_redis: 
             entry = (await queue.claim_new(1, 100))[0]
             attempt = await queue.begin(entry, 3)
             await queue.append_partial({entry.job_id: "hi"})
-            await queue.finish(entry, "done", 1.0, None, attempt.raw)
-            return entry.job_id
+            (refill,) = await queue.finish(entry, "done", 1.0, None, attempt.raw, claim=1)  # and the next job
+            await queue.finish(refill, "done", 1.0, None, (await queue.begin(refill, 3)).raw)
+            return [entry.job_id, refill.job_id]
         finally:
             await conn.aclose()
 
     assert router.take_token("u", 5, 20) == 0
-    job = contract.new_job("hello", "u")
-    router.enqueue(job)
+    jobs = [contract.new_job("hello", "u"), contract.new_job("again", "u")]
+    for job in jobs:
+        router.enqueue(job)
     router.request_wake()
-    assert asyncio.run(agent_side()) == job["id"]
+    assert asyncio.run(agent_side()) == [job["id"] for job in jobs]
     assert router.heartbeat() == {"state": "ready"}
-    progress = router.progress(job["id"])
+    progress = router.progress(jobs[-1]["id"])
     assert (progress.owner, progress.result["status"] if progress.result else None) == ("u", "done")  # type: ignore[index]
     assert router.take_wake() is False  # the queue is empty again
     assert client("router", acl_redis).ping()
