@@ -8,8 +8,8 @@ every sweep must keep in step with the list by hand, in Lua. A stream with a con
 entry, who holds it, since when (idle time) and how often it was delivered: the pending entries list. On top of it
 
 * a claim is XREADGROUP (a busy agent's ``finish`` script claims the next entry for the slot it frees, in the same
-  round trip); a dead agent's entries come back through XAUTOCLAIM once they have been idle for the
-  claim timeout, with no extra bookkeeping;
+  round trip); a dead agent's entries come back through XAUTOCLAIM once they have been idle for the claim timeout,
+  with no extra bookkeeping;
 * a live agent keeps its claims fresh with XCLAIM ... JUSTID (resets the idle time, counts no delivery);
 * a retry with back-off, or a hand-back at shutdown, is XCLAIM ... IDLE: the entry becomes due for the sweep
   after exactly the back-off, without a second queue or a timer;
