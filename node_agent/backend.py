@@ -26,6 +26,9 @@ log = logging.getLogger("node_agent.backend")
 RUNNING_METRICS: Final = ("vllm:num_requests_running", "llamacpp:requests_processing")
 WAITING_METRICS: Final = ("vllm:num_requests_waiting", "llamacpp:requests_deferred")
 CONNECT_BACKOFF_S: Final = (0.5, 1.0, 2.0)
+MAX_LINE_BYTES: Final = 128 * 1024
+"""The longest line of the stream the agent reads (aiohttp's own line reader stops at the same): an event carries one
+token's text, so a longer line is a server gone wrong, not a reply to wait for."""
 
 
 class BackendError(Exception):
@@ -236,21 +239,35 @@ class Backend:
         started: float,
         on_text: Callable[[str], None] | None,
     ) -> bool:
-        """Read the SSE ``data:`` lines into the completion; True once ``[DONE]`` came."""
-        try:
-            async for raw in response.content:
-                if not raw.startswith(b"data:"):
-                    continue
-                data = raw[5:].strip().decode(errors="replace")
-                if data == "[DONE]":
+        """Read the SSE ``data:`` lines into the completion; True once ``[DONE]`` came.
+
+        The body is read as it arrives and split into lines here, not line by line through aiohttp's reader: one
+        pass of the loop per read instead of two per event (each event is its line and a blank one). A token is an
+        event, so this adds up: a completion of 64 events cost 3.56 ms of CPU against 4.40 read line by line
+        (medians of three alternated runs of 400 completions, development.md)."""
+        pending = b""  # the start of a line whose end has not arrived yet
+        async for data in response.content.iter_any():
+            *lines, pending = (pending + data).split(b"\n")
+            if len(pending) > MAX_LINE_BYTES:
+                raise BackendError(f"backend sent a line longer than {MAX_LINE_BYTES} bytes", retryable=False)
+            for raw in lines:
+                if Backend._absorb_line(raw, result, started, on_text):
                     await _drain(response)
                     return True
-                text = absorb(result, parse_chunk(data))
-                if text:
-                    if result.ttft_s is None:
-                        result.ttft_s = time.monotonic() - started
-                    if on_text is not None:
-                        on_text(text)
-        except ValueError as exc:  # aiohttp's line reader refuses a line past its buffer (128 KiB)
-            raise BackendError(f"backend sent a line too long to read: {exc}", retryable=False) from None
+        return Backend._absorb_line(pending, result, started, on_text)  # a last line with no newline after it
+
+    @staticmethod
+    def _absorb_line(raw: bytes, result: Completion, started: float, on_text: Callable[[str], None] | None) -> bool:
+        """One line of the stream into the completion; True for ``data: [DONE]``."""
+        if not raw.startswith(b"data:"):
+            return False
+        data = raw[5:].strip().decode(errors="replace")
+        if data == "[DONE]":
+            return True
+        text = absorb(result, parse_chunk(data))
+        if text:
+            if result.ttft_s is None:
+                result.ttft_s = time.monotonic() - started
+            if on_text is not None:
+                on_text(text)
         return False
