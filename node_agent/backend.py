@@ -248,12 +248,12 @@ class Backend:
         pending = b""  # the start of a line whose end has not arrived yet
         async for data in response.content.iter_any():
             *lines, pending = (pending + data).split(b"\n")
-            if len(pending) > MAX_LINE_BYTES:
-                raise BackendError(f"backend sent a line longer than {MAX_LINE_BYTES} bytes", retryable=False)
             for raw in lines:
                 if Backend._absorb_line(raw, result, started, on_text):
                     await _drain(response)
                     return True
+            if len(pending) > MAX_LINE_BYTES:
+                raise BackendError(f"backend sent a line longer than {MAX_LINE_BYTES} bytes", retryable=False)
         return Backend._absorb_line(pending, result, started, on_text)  # a last line with no newline after it
 
     @staticmethod
