@@ -27,7 +27,7 @@ from node_agent.idle import IdleClock
 from node_agent.idle_stop import IdleStopper
 from node_agent.instance import Stopper
 from node_agent.jobs import JobRunner
-from node_agent.life import RECLAIM_EVERY_S, Life
+from node_agent.life import Life
 from node_agent.metrics import LAG_PROBE_S, CloudWatchPublisher, Metrics
 from node_agent.replies import ReplyStore
 from node_agent.settings import Settings
@@ -181,7 +181,7 @@ class Agent:
                 entries: list[Entry] = []
                 if first:
                     entries, first = await self.queue.own_pending(free), False
-                elif time.monotonic() - life.swept_at >= RECLAIM_EVERY_S:
+                elif life.sweep_due():
                     entries = await self.queue.reclaim(free, self.jobs.claim_timeout_ms)
                     life.swept_at = time.monotonic()
                 if not entries:
@@ -195,9 +195,8 @@ class Agent:
                 if entry.entry_id in running:
                     continue  # reclaimed our own running entry (its idle time ran out during a Redis outage)
                 # (a claim that was blocked in Redis when the agent decided to stop returns here: it goes back too)
-                if life.shutdown.is_set() or life.claiming_paused() or len(running) >= self.s.max_concurrency:
-                    with contextlib.suppress(*TRANSIENT):
-                        await self.queue.release(entry, self.jobs.claim_timeout_ms, "", refund=False)
+                if not life.may_claim() or len(running) >= self.s.max_concurrency:
+                    await self.jobs.hand_back(entry)
                     continue
                 self.jobs.start(entry)
             if entries:

@@ -74,6 +74,12 @@ class JobRunner:
         self.metrics.in_flight.set(len(self.running))
         running.task = asyncio.create_task(self._task(running), name=f"job-{entry.job_id}")
 
+    async def hand_back(self, entry: Entry) -> None:
+        """Give back a claim this agent will not run now (it stops, or its slots are full): due for the sweep at once,
+        the attempt not counted. Should Redis be away, the claim expires instead."""
+        with contextlib.suppress(*TRANSIENT):
+            await self.queue.release(entry, self.claim_timeout_ms, "", refund=False)
+
     def tasks(self) -> list[asyncio.Task[None]]:
         return [r.task for r in self.running.values() if r.task is not None]
 
@@ -217,12 +223,11 @@ class JobRunner:
         )
         if not claimed:
             return
-        if running is not None and not self.life.shutdown.is_set() and not self.life.claiming_paused():
+        if running is not None and self.life.may_claim():
             running.refill = claimed  # started as this job's task ends, in the slot it frees
             return
-        for late in claimed:  # the agent began to stop during the call: the claim goes back, as the claim loop's
-            with contextlib.suppress(*TRANSIENT):
-                await self.queue.release(late, self.claim_timeout_ms, "", refund=False)
+        for late in claimed:  # the agent began to stop during the call
+            await self.hand_back(late)
 
     def _record(self, reply: dict[str, Any], *, duplicate: bool, handled_s: float | None, s3_s: float) -> None:
         timings = reply.get("timings") or {}  # a reply stored earlier may be another agent's, of another version

@@ -37,10 +37,15 @@ class Life:
     def claiming_paused(self) -> bool:
         return time.monotonic() < self.claim_paused_until
 
+    def may_claim(self) -> bool:
+        """Whether the agent takes on jobs: not once it shuts down, nor while its claims are paused."""
+        return not self.shutdown.is_set() and not self.claiming_paused()
+
+    def sweep_due(self) -> bool:
+        return time.monotonic() - self.swept_at >= RECLAIM_EVERY_S
+
     def may_refill(self) -> bool:
-        """Whether a finished job may claim the next one for its slot itself. Not while the agent stops or pauses
-        its claims, and not once a sweep is due: then the slot goes to the claim loop, which sweeps first, so that
-        a steady flow of new jobs never starves expired ones."""
-        now = time.monotonic()
-        return (not self.shutdown.is_set() and now >= self.claim_paused_until
-                and now - self.swept_at < RECLAIM_EVERY_S)  # fmt: skip
+        """Whether a finished job may claim the next one for its slot itself. Not when the agent may not claim, and
+        not once a sweep is due: then the slot goes to the claim loop, which sweeps first, so that a steady flow of
+        new jobs never starves expired ones."""
+        return self.may_claim() and not self.sweep_due()
