@@ -305,7 +305,7 @@ class AsyncJobQueue:
         dead = ""
         if status != "done":
             dead = dead_letter_payload(entry.job_id, error or status, raw, finished_at)
-        claimed = await self._scripts["finish"](
+        messages = await self._scripts["finish"](
             keys=[*_per_job_keys(entry.job_id), contract.DEAD_LETTERS],
             args=[
                 contract.CONSUMER_GROUP,
@@ -321,7 +321,10 @@ class AsyncJobQueue:
                 claim,
             ],
         )
-        return [Entry(_text(i), _text(j)) for i, j in zip(claimed[::2], claimed[1::2], strict=True) if j]
+        # a script's reply is RESP's plain array, not the field map redis-py makes of XREADGROUP's own
+        return _entries(
+            [(entry_id, dict(zip(fields[::2], fields[1::2], strict=True))) for entry_id, fields in messages]
+        )
 
     async def release(self, entry: Entry, idle_ms: int, error: str, *, refund: bool) -> None:
         """Give a claimed entry back; due again after the claim timeout minus ``idle_ms``.

@@ -11,7 +11,7 @@
 -- ARGV[5] dead-letter JSON or ''  ARGV[6] dead-letter list length  ARGV[7] final status
 -- ARGV[8] TTL of the live reply stream (s)  ARGV[9] the last of the live text, or '' (written before the status)
 -- ARGV[10] this consumer  ARGV[11] how many new entries to claim (0: none)
--- Returns the entries claimed: {entry id, job id, entry id, job id, ...}, empty when none.
+-- Returns the entries claimed, as XREADGROUP gives one stream's: {{entry id, {field, value, ...}}, ...}.
 redis.call('SET', KEYS[4], ARGV[3], 'EX', ARGV[4])
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
@@ -25,18 +25,10 @@ if ARGV[5] ~= '' then
   redis.call('LPUSH', KEYS[6], ARGV[5])
   redis.call('LTRIM', KEYS[6], 0, tonumber(ARGV[6]) - 1)
 end
-local claimed = {}
 if tonumber(ARGV[11]) > 0 then
   local read = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[10], 'COUNT', ARGV[11], 'STREAMS', KEYS[1], '>')
   if read then
-    for _, message in ipairs(read[1][2]) do
-      local fields, id = message[2], ''
-      for i = 1, #fields, 2 do
-        if fields[i] == 'id' then id = fields[i + 1] end
-      end
-      table.insert(claimed, message[1])
-      table.insert(claimed, id)
-    end
+    return read[1][2]
   end
 end
-return claimed
+return {}
