@@ -1,8 +1,8 @@
 """Client of the OpenAI-compatible model server (vLLM on the GPU shape, llama-server on CPU and in tests).
 
-aiohttp rather than httpx: a streamed completion costs the agent 0.4 ms of CPU through aiohttp's C parser against
-2.8 ms through httpx (measured here, same stand-in, same chunks); the agent's CPU per job is a target of its own
-(``bench/agent.py``)."""
+The HTTP is ``node_agent.http1``'s: the stream's body is split into SSE lines and absorbed as each read arrives,
+from the connection itself, with no task switch a token. The agent's CPU per job is a target of its own
+(``bench/agent.py``); docs/development.md has what each way of reading the stream cost."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Final
 
-import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from jobqueue.contract import SAMPLING_FIELDS, Job, is_chat
+from node_agent.http1 import ConnectError, Http1Pool, HttpError, ReadTimeout
 
 log = logging.getLogger("node_agent.backend")
 
@@ -27,7 +27,7 @@ RUNNING_METRICS: Final = ("vllm:num_requests_running", "llamacpp:requests_proces
 WAITING_METRICS: Final = ("vllm:num_requests_waiting", "llamacpp:requests_deferred")
 CONNECT_BACKOFF_S: Final = (0.5, 1.0, 2.0)
 MAX_LINE_BYTES: Final = 128 * 1024
-"""The longest line of the stream the agent reads (aiohttp's own line reader stops at the same): an event carries one
+"""The longest line of the stream the agent reads (aiohttp's line reader stops at the same): an event carries one
 token's text, so a longer line is a server gone wrong, not a reply to wait for."""
 
 
@@ -121,14 +121,47 @@ def absorb(result: Completion, chunk: dict[str, Any]) -> str:
     return text
 
 
-async def _drain(response: aiohttp.ClientResponse) -> None:
-    """Read the body to its end, so that the connection goes back to the pool for the next job (the servers end
-    the body right after ``[DONE]``); one that does not within a second is closed instead."""
-    try:
-        async with asyncio.timeout(1.0):
-            await response.content.read()
-    except (TimeoutError, aiohttp.ClientError):
-        response.close()
+class _Events:
+    """The ``sink`` of a streamed completion: the body as it arrives, split into lines, each ``data:`` line
+    absorbed into the completion; wants no more once ``data: [DONE]`` came."""
+
+    def __init__(self, result: Completion, started: float, on_text: Callable[[str], None] | None) -> None:
+        self.result = result
+        self.started = started
+        self.on_text = on_text
+        self.done = False
+        self._pending = b""  # the start of a line whose end has not arrived yet
+
+    def __call__(self, data: bytes) -> bool:
+        *lines, self._pending = (self._pending + data).split(b"\n")
+        for raw in lines:
+            if self._line(raw):
+                self.done = True
+                return True
+        if len(self._pending) > MAX_LINE_BYTES:
+            raise BackendError(f"backend sent a line longer than {MAX_LINE_BYTES} bytes", retryable=False)
+        return False
+
+    def end(self) -> None:
+        """The body ended: a last line with no newline after it."""
+        if not self.done and self._pending:
+            self.done = self._line(self._pending)
+
+    def _line(self, raw: bytes) -> bool:
+        """One line of the stream into the completion; True for ``data: [DONE]``."""
+        if not raw.startswith(b"data:"):
+            return False
+        data = raw[5:].strip().decode(errors="replace")
+        if data == "[DONE]":
+            return True
+        result = self.result
+        text = absorb(result, parse_chunk(data))
+        if text:
+            if result.ttft_s is None:
+                result.ttft_s = time.monotonic() - self.started
+            if self.on_text is not None:
+                self.on_text(text)
+        return False
 
 
 class Backend:
@@ -136,18 +169,14 @@ class Backend:
         self.base_url = base_url
         self.read_timeout_s = read_timeout_s
         # No total limit (a long completion streams for minutes); a silent server is cut after read_timeout_s.
-        timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout_s, sock_read=read_timeout_s)
-        # The agent caps its own concurrency (TL_MAX_CONCURRENCY): no connection limit of the client's.
-        connector = aiohttp.TCPConnector(limit=0)
-        self._http = aiohttp.ClientSession(timeout=timeout, connector=connector)
-        self._root = base_url.rstrip("/")
+        self._http = Http1Pool(base_url, connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s)
 
     async def aclose(self) -> None:
-        await self._http.close()
+        await self._http.aclose()
 
     async def _get(self, path: str) -> tuple[int, str]:
-        async with self._http.get(self._root + path) as response:
-            return response.status, await response.text(errors="replace")
+        response = await self._http.request("GET", path)
+        return response.status, response.body.decode(errors="replace")
 
     async def wait_ready(self, timeout_s: float, poll_s: float = 1.0) -> list[str]:
         """Wait until ``/health`` answers 200 and ``/v1/models`` lists a model; returns the model ids."""
@@ -166,7 +195,7 @@ class Backend:
                         log.info("backend ready", extra={"backend": self.base_url, "models": ids})
                         return ids
                     reason = f"/v1/models answered {status} with no model"
-            except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            except (HttpError, ValueError, KeyError, TypeError, AttributeError) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
             if reason != last_reason:
                 log.info("waiting for backend", extra={"backend": self.base_url, "reason": reason})
@@ -179,7 +208,7 @@ class Backend:
         """Requests the server itself reports as running or waiting (vLLM ``/metrics``); None if unknown."""
         try:
             status, text = await self._get("/metrics")
-        except (aiohttp.ClientError, TimeoutError):
+        except HttpError:
             return None
         if status != HTTPStatus.OK:
             return None
@@ -195,10 +224,11 @@ class Backend:
         """Stream one job's completion — a chat job from ``/v1/chat/completions``, a prompt from
         ``/v1/completions`` — and return it whole, or raise BackendError with the reason."""
         path, body = request_for(model, job, max_tokens)
+        payload = json.dumps(body).encode()
         for attempt, backoff in enumerate((*CONNECT_BACKOFF_S, None)):
             try:
-                return await self._stream(path, body, on_text)
-            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError, _Unavailable) as exc:
+                return await self._stream(path, model, payload, on_text)
+            except (ConnectError, _Unavailable) as exc:
                 # Not there yet (refused, or 503 while a restarted server loads its model): wait, don't fail.
                 if backoff is None:
                     raise BackendError(
@@ -208,66 +238,26 @@ class Backend:
                 await asyncio.sleep(backoff)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _stream(self, path: str, body: dict[str, Any], on_text: Callable[[str], None] | None) -> Completion:
-        started = time.monotonic()
-        result = Completion(model=body["model"])
+    async def _stream(self, path: str, model: str, payload: bytes, on_text: Callable[[str], None] | None) -> Completion:
+        result = Completion(model=model)
+        events = _Events(result, time.monotonic(), on_text)
         try:
-            async with self._http.post(self._root + path, json=body) as response:
-                if response.status != HTTPStatus.OK:
-                    detail = (await response.read()).decode(errors="replace")[:300]
-                    if response.status == HTTPStatus.SERVICE_UNAVAILABLE:
-                        raise _Unavailable(f"HTTP 503: {detail}")
-                    raise BackendError(
-                        f"backend answered HTTP {response.status}: {detail}",
-                        retryable=response.status >= HTTPStatus.INTERNAL_SERVER_ERROR,
-                    )
-                done = await self._read_events(response, result, started, on_text)
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
+            response = await self._http.request("POST", path, payload, sink=events)
+        except ConnectError:
             raise  # not connected: complete() waits and tries again
-        except aiohttp.SocketTimeoutError:
+        except ReadTimeout:
             raise BackendError(f"no data from the backend for {self.read_timeout_s} s", retryable=True) from None
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+        except HttpError as exc:  # closed or malformed mid-answer
             raise BackendError(f"stream broke after {len(result.text)} characters: {exc}", retryable=True) from None
-        if not done and result.finish_reason is None:
+        if response.status != HTTPStatus.OK:
+            detail = response.body.decode(errors="replace")[:300]
+            if response.status == HTTPStatus.SERVICE_UNAVAILABLE:
+                raise _Unavailable(f"HTTP 503: {detail}")
+            raise BackendError(
+                f"backend answered HTTP {response.status}: {detail}",
+                retryable=response.status >= HTTPStatus.INTERNAL_SERVER_ERROR,
+            )
+        events.end()
+        if not events.done and result.finish_reason is None:
             raise BackendError(f"stream ended early after {len(result.text)} characters", retryable=True)
         return result
-
-    @staticmethod
-    async def _read_events(
-        response: aiohttp.ClientResponse,
-        result: Completion,
-        started: float,
-        on_text: Callable[[str], None] | None,
-    ) -> bool:
-        """Read the SSE ``data:`` lines into the completion; True once ``[DONE]`` came.
-
-        The body is read as it arrives and split into lines here, not line by line through aiohttp's reader: one
-        pass of the loop per read instead of two per event (each event is its line and a blank one). A token is an
-        event, so this adds up: a completion of 64 events cost 3.56 ms of CPU against 4.40 read line by line
-        (medians of three alternated runs of 400 completions, development.md)."""
-        pending = b""  # the start of a line whose end has not arrived yet
-        async for data in response.content.iter_any():
-            *lines, pending = (pending + data).split(b"\n")
-            for raw in lines:
-                if Backend._absorb_line(raw, result, started, on_text):
-                    await _drain(response)
-                    return True
-            if len(pending) > MAX_LINE_BYTES:
-                raise BackendError(f"backend sent a line longer than {MAX_LINE_BYTES} bytes", retryable=False)
-        return Backend._absorb_line(pending, result, started, on_text)  # a last line with no newline after it
-
-    @staticmethod
-    def _absorb_line(raw: bytes, result: Completion, started: float, on_text: Callable[[str], None] | None) -> bool:
-        """One line of the stream into the completion; True for ``data: [DONE]``."""
-        if not raw.startswith(b"data:"):
-            return False
-        data = raw[5:].strip().decode(errors="replace")
-        if data == "[DONE]":
-            return True
-        text = absorb(result, parse_chunk(data))
-        if text:
-            if result.ttft_s is None:
-                result.ttft_s = time.monotonic() - started
-            if on_text is not None:
-                on_text(text)
-        return False

@@ -13,8 +13,15 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from jobqueue.envconfig import Setting, choice, declared, float_above, int_between, load, setting, switch, url
+from node_agent.http1 import split_url
 
 StopMode = Literal["stop", "dry-run"]
+
+
+def http_url(raw: str) -> str:
+    """An ``http://host[:port]`` URL, the only kind ``node_agent.http1`` speaks (the model server is on loopback)."""
+    split_url(raw)
+    return raw.rstrip("/")
 
 
 class SettingsError(ValueError):
@@ -29,8 +36,8 @@ class Settings:
     backend_url: str = setting(
         "TL_BACKEND_URL",
         "http://127.0.0.1:8000",
-        "OpenAI-compatible model server (vLLM, llama-server).",
-        url("http", "https"),
+        "OpenAI-compatible model server (vLLM, llama-server), plain HTTP.",
+        http_url,
     )
     model: str = setting("TL_MODEL", "", "Model name sent to the backend; empty: the first of `/v1/models`.")
     reply_bucket: str = setting("TL_REPLY_BUCKET", None, "S3 bucket for replies (`replies/<id>.json`). Required.")

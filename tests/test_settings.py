@@ -34,7 +34,14 @@ def test_every_invalid_variable_is_reported_at_once() -> None:
     message = str(caught.value)
     for name in ("TL_REPLY_BUCKET is required", "TL_IDLE_MINUTES", "TL_MAX_CONCURRENCY", "TL_STOP_MODE"):
         assert name in message
-    assert "TL_BACKEND_URL='localhost:8000': must be a URL" in message
+    assert "TL_BACKEND_URL='localhost:8000': must be an http://host[:port] URL" in message
+
+
+@pytest.mark.parametrize("raw", ["https://127.0.0.1:8000", "http://", "http://127.0.0.1:8000/?x=1", "http://h:99999"])
+def test_the_model_server_url_is_plain_http_to_a_host(raw: str) -> None:
+    """The agent's client speaks plain HTTP (node_agent/http1.py): anything else is refused at start, by name."""
+    with pytest.raises(SettingsError, match=r"TL_BACKEND_URL=.*must be an http://host\[:port\] URL"):
+        Settings.from_env({"TL_REPLY_BUCKET": "b", "TL_BACKEND_URL": raw})
 
 
 def test_readme_lists_every_variable_with_its_default() -> None:
