@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import boto3
 import redis.asyncio
+import uvloop
 from botocore.config import Config
 
 from jobqueue.inbox import Inbox
@@ -105,7 +105,9 @@ def main() -> int:
         return 2
     logs.setup(settings.log_level)
     try:
-        asyncio.run(amain(settings))
+        # libuv's event loop, its transports in C: they hand each read of the model server's stream straight to
+        # node_agent/http1.py's protocol. A job costs the agent ~0.5 ms less CPU (docs/development.md).
+        uvloop.run(amain(settings))
     except InstanceError as exc:
         log.error("cannot identify the instance", extra={"error": str(exc)})
         return 2
