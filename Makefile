@@ -135,8 +135,9 @@ lint: $(VENV)/.installed $(VENV)/.ansible $(CHECKOV)
 # Every role's Molecule scenario and the whole-node one (molecule/node), in systemd Debian 12 containers
 # (scripts/build-base-image), two at a time; each one's log goes to build/molecule/<name>.log.
 MOLECULE_ROLES := $(patsubst roles/%/molecule/default/molecule.yml,%,$(wildcard roles/*/molecule/default/molecule.yml))
-# the longest first, so that the two lanes end together
-MOLECULE_SCENARIOS := node watchdog docker_builder $(filter-out watchdog docker_builder,$(MOLECULE_ROLES))
+# the longest first, so that the two lanes end together (docs/test-loop.md has each one's time)
+MOLECULE_LONGEST := watchdog docker_builder node_agent inference base queue_redis nginx_tls
+MOLECULE_SCENARIOS := node $(MOLECULE_LONGEST) $(filter-out $(MOLECULE_LONGEST),$(MOLECULE_ROLES))
 MOLECULE_JOBS ?= 2
 MOLECULE_ENV := CONTAINERS_CONF=$(CURDIR)/molecule/containers.conf ANSIBLE_CONFIG=$(CURDIR)/ansible.cfg \
   ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/.ansible/collections PATH=$(CURDIR)/$(BIN):$$PATH TL_REPO_ROOT=$(CURDIR) \
