@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from devstack.procs import Process, clean_env, free_port, http_ok
+from devstack.procs import Process, clean_env, free_port, http_ok, pythonpath
 from devstack.servers import AWS_REGION
-from devstack.stack import Stack, pythonpath
+from devstack.stack import Stack
 
 if TYPE_CHECKING:
     from mypy_boto3_cognito_idp import CognitoIdentityProviderClient

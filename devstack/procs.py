@@ -170,6 +170,12 @@ class Process:
         return None if self.proc is None else self.proc.wait(timeout_s)
 
 
+def pythonpath() -> str:
+    """``PYTHONPATH`` for a process that runs one of this repository's modules (``python -m devstack.…``)."""
+    repo = str(Path(__file__).resolve().parent.parent)
+    return os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH", "")) if p)
+
+
 def venv_tool(name: str) -> str:
     """A console script installed beside the running interpreter (the project's venv)."""
     path = VENV_BIN / name

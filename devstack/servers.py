@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
@@ -16,7 +18,7 @@ import httpx
 import redis
 from botocore.config import Config
 
-from devstack.procs import CACHE, Process, StackError, free_port, http_ok, venv_tool
+from devstack.procs import CACHE, Process, StackError, free_port, http_ok, pythonpath, venv_tool
 from devstack.quotas import NEW_ACCOUNT, QuotaServer
 
 MODEL_FILE: Final = CACHE / "models" / "gemma3-270m-q4_k_m.gguf"
@@ -92,12 +94,18 @@ class MotoServer(Process):
     ``AWS_ENDPOINT_URL_SERVICE_QUOTAS`` and answering as for a new account (no G instances) until a test changes
     ``quotas``; it checks no credentials."""
 
-    def __init__(self, workdir: Path, port: int | None = None, host: str = LOOPBACK) -> None:
+    def __init__(
+        self, workdir: Path, port: int | None = None, host: str = LOOPBACK, *, keep_alive: bool = False
+    ) -> None:
         self.port = port or free_port()
         self.host = host
         self.credentials: dict[str, str] = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
         self.quotas = QuotaServer(defaults=NEW_ACCOUNT)
-        super().__init__(f"moto-{self.port}", [venv_tool("moto_server"), "-H", host, "-p", str(self.port)], workdir)
+        if keep_alive:  # the same app behind a server that keeps connections open, as S3 does (the bench's)
+            argv = [sys.executable, "-m", "devstack.moto_keepalive", host, str(self.port)]
+        else:
+            argv = [venv_tool("moto_server"), "-H", host, "-p", str(self.port)]
+        super().__init__(f"moto-{self.port}", argv, workdir, env={**os.environ, "PYTHONPATH": pythonpath()})
 
     @property
     def url(self) -> str:

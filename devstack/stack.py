@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 import redis
 from botocore.exceptions import ClientError
 
-from devstack.procs import Process, StackError, clean_env, free_port, http_ok, venv_tool
+from devstack.procs import Process, StackError, clean_env, free_port, http_ok, pythonpath, venv_tool
 from devstack.servers import AWS_REGION, LOOPBACK, MotoServer, RedisServer
 from jobqueue import contract
 from jobqueue.contract import Job
@@ -55,23 +55,27 @@ class StandInServer(Process):
         return dict(httpx.get(f"{self.url}/stats", timeout=5).json())
 
 
-def pythonpath() -> str:
-    repo = str(Path(__file__).resolve().parent.parent)
-    return os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH", "")) if p)
-
-
 class Stack:
     """``host``: where Redis and moto listen besides loopback (the local node container's way to the host).
     ``prepare``: make a reply bucket and a node instance straight away (False: the AWS stack is deployed into the
     local AWS instead, by ``devstack.deploy``). ``local_redis``: run a redis-server here (False: the queue is the node's
-    own, as with ``aws_stack_queue: node``; ``devstack.fullstack``)."""
+    own, as with ``aws_stack_queue: node``; ``devstack.fullstack``). ``moto_keep_alive``: moto's app behind a server
+    that keeps connections open, as S3 does (``devstack.moto_keepalive``; the agent's benchmark)."""
 
-    def __init__(self, workdir: Path, host: str = LOOPBACK, *, prepare: bool = True, local_redis: bool = True) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        host: str = LOOPBACK,
+        *,
+        prepare: bool = True,
+        local_redis: bool = True,
+        moto_keep_alive: bool = False,
+    ) -> None:
         self.workdir = workdir
         self.prepare = prepare
         self.with_redis = local_redis
         self.redis = RedisServer(workdir / "redis", host=host if local_redis else LOOPBACK)
-        self.moto = MotoServer(workdir / "moto", host=host)
+        self.moto = MotoServer(workdir / "moto", host=host, keep_alive=moto_keep_alive)
         self.agents: list[Process] = []
         self._agents_started = 0  # names stay unique across resets: a log file is never an earlier agent's
         self.instance_id = ""
