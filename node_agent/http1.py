@@ -15,9 +15,10 @@ Scope, all the agent needs and no more: plain HTTP to one host and port (the mod
 - **Timeouts**: connecting, ``connect_timeout_s``; then no byte from the server for ``read_timeout_s`` fails the
   exchange (one timer an exchange, pushed back by the reads it finds when it fires, not re-armed by each read).
 - **Keep-alive**: a connection whose response ended and that the server keeps open goes back to the pool, and is
-  reused while it has been idle less than ``KEEPALIVE_S``. A reused connection that the server closed before
-  answering (it timed the connection out just as the request went) costs nothing: the request goes on the next
-  connection, or a new one.
+  reused while it has been idle less than ``KEEPALIVE_S``; one still reading the end of a body its sink no longer
+  wants goes back once that end came (within ``DRAIN_S``, or it is closed). A reused connection that the server
+  closed before answering (it timed the connection out just as the request went) costs nothing: the request goes
+  on the next connection, or a new one.
 - **Errors** are ``HttpError``: ``ConnectError`` (no connection), ``ReadTimeout``, ``Disconnected`` (closed or
   malformed before the response ended), ``BodyTooLong``; an exception the ``sink`` raises fails the exchange with
   it, as it is.

@@ -89,3 +89,46 @@ def test_a_line_past_the_limit_is_refused_not_buffered() -> None:
     with pytest.raises(BackendError, match=f"longer than {MAX_LINE_BYTES} bytes") as caught:
         complete([event(" a"), b"data: " + b"x" * MAX_LINE_BYTES, b"x" * 10, b"\n\n"])
     assert not caught.value.retryable
+
+
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+def test_a_stream_from_uvicorn_as_vllm_serves_it_is_read_and_the_connection_kept(http: str) -> None:
+    """vLLM's OpenAI server runs on uvicorn (its HTTP parser httptools, or h11): a stream from an ASGI app there,
+    chunked as uvicorn frames it, read by the agent's client; the next completion goes on the same connection, once
+    the first one's body has ended (a request sent while it drains takes a new connection)."""
+    import uvicorn  # noqa: PLC0415
+
+    connections: set[tuple[str, int]] = set()
+    body = event(" Hello") + event(" world", "stop") + b"data: [DONE]\n\n"
+
+    async def app(scope: dict, receive: object, send: object) -> None:
+        if scope["type"] != "http":
+            return
+        connections.add(scope["client"])
+        await send({"type": "http.response.start", "status": 200,  # type: ignore[operator]
+                    "headers": [(b"content-type", b"text/event-stream")]})  # fmt: skip
+        for piece in split_everywhere(body, 40):
+            await send({"type": "http.response.body", "body": piece, "more_body": True})  # type: ignore[operator]
+            await asyncio.sleep(0.01)
+        await send({"type": "http.response.body", "body": b""})  # type: ignore[operator]
+
+    async def scenario() -> list[Completion]:
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, http=http, log_level="warning", lifespan="off")
+        server = uvicorn.Server(config)
+        serving = asyncio.create_task(server.serve())
+        while not server.started:  # noqa: ASYNC110  # uvicorn has no event for it
+            await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        backend = Backend(f"http://127.0.0.1:{port}", connect_timeout_s=5, read_timeout_s=5)
+        try:
+            first = await backend.complete("m", {"prompt": "hi"}, 16)  # type: ignore[arg-type]
+            await asyncio.sleep(0.1)  # the next job: the body's last chunk, after [DONE], has come by then
+            return [first, await backend.complete("m", {"prompt": "hi"}, 16)]  # type: ignore[arg-type]
+        finally:
+            await backend.aclose()
+            server.should_exit = True
+            await serving
+
+    completions = asyncio.run(scenario())
+    assert [(c.text, c.finish_reason) for c in completions] == [(" Hello world", "stop")] * 2
+    assert len(connections) == 1
