@@ -193,8 +193,12 @@ def test_an_idle_connection_past_the_keep_alive_bound_is_not_reused(monkeypatch:
 # ------------------------------------------------------------------ streamed bodies
 
 
-def test_a_sink_gets_the_body_as_it_arrives_and_the_answer_returns_when_it_wants_no_more() -> None:
+def test_a_sink_gets_the_body_as_it_arrives_and_the_answer_returns_when_it_wants_no_more(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(http1, "DRAIN_S", 30.0)  # the body's end below comes late, but well within this
     pieces: list[bytes] = []
+    ended = asyncio.Event()  # made in the test's loop: asyncio.run below
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int) -> None:
         while True:
@@ -204,9 +208,10 @@ def test_a_sink_gets_the_body_as_it_arrives_and_the_answer_returns_when_it_wants
                 writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
                 await writer.drain()
                 await asyncio.sleep(0.02)
-            await asyncio.sleep(0.2)  # the body's end comes well after what the sink wanted
+            await asyncio.sleep(0.8)  # the body's end comes well after what the sink wanted
             writer.write(b"0\r\n\r\n")
             await writer.drain()
+            ended.set()
 
     def sink(piece: bytes) -> bool:
         pieces.append(piece)
@@ -218,7 +223,8 @@ def test_a_sink_gets_the_body_as_it_arrives_and_the_answer_returns_when_it_wants
         started = loop.time()
         response = await pool.request("POST", "/v1/completions", b"{}", sink=sink)
         took = loop.time() - started
-        await asyncio.sleep(0.3)  # the rest is drained, and the connection goes back to the pool
+        await ended.wait()
+        await asyncio.sleep(0.2)  # the client reads the end: the connection goes back to the pool
         await pool.request("POST", "/v1/completions", b"{}", sink=lambda piece: False)
         await pool.aclose()
         return response, took, server.connections
@@ -226,7 +232,7 @@ def test_a_sink_gets_the_body_as_it_arrives_and_the_answer_returns_when_it_wants
     response, took, connections = run(handler, scenario)
     assert response == Response(200)
     assert pieces == [b"one ", b"two ", b"end"]
-    assert took < 0.2  # it did not wait for the body's end
+    assert took < 0.7  # it did not wait for the body's end
     assert connections == 1
 
 
@@ -313,24 +319,24 @@ def test_a_silent_server_is_a_read_timeout_and_a_slow_one_is_not() -> None:
             await reader.read()  # says nothing
             return
         writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-        for _ in range(8):  # a piece every 0.15 s: 1.2 s in all, never 0.4 s silent
-            await asyncio.sleep(0.15)
+        for _ in range(10):  # a piece every 0.1 s: 1 s in all, never 0.6 s silent
+            await asyncio.sleep(0.1)
             writer.write(b"1\r\n.\r\n")
             await writer.drain()
         writer.write(b"0\r\n\r\n")
         await reader.read()
 
     async def scenario(server: Server) -> int:
-        pool = server.pool(read_timeout_s=0.4)
+        pool = server.pool(read_timeout_s=0.6)
         loop = asyncio.get_running_loop()
         started = loop.time()
-        with pytest.raises(ReadTimeout, match=r"no data from the server for 0\.4 s"):
+        with pytest.raises(ReadTimeout, match=r"no data from the server for 0\.6 s"):
             await pool.request("GET", "/x")
-        assert 0.35 < loop.time() - started < 2
+        assert 0.55 < loop.time() - started < 3
         got: list[bytes] = []
         response = await pool.request("POST", "/x", b"{}", sink=lambda piece: bool(got.append(piece)))
         await pool.aclose()
-        assert (response, b"".join(got)) == (Response(200), b"." * 8)
+        assert (response, b"".join(got)) == (Response(200), b"." * 10)
         return server.connections
 
     assert run(handler, scenario) == 2
