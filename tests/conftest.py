@@ -13,7 +13,7 @@ from devstack.servers import LlamaServer, RedisServer
 from devstack.stack import Stack, StandInServer
 from tests.support import AUDIENCE, ISSUER, PASSWORD, JwksServer, SigningKey
 
-LONGEST_FIRST = ("test_local_node.py", "test_teardown.py", "test_lambda_deploy.py", "test_stack.py")
+LONGEST_FIRST = ("test_local_node.py", "test_lambda_deploy.py", "test_stack.py")
 """Modules that take minutes, collected first: with ``-n 3`` (``make test``) the end-to-end module and the next two
 start at once and the workers share the rest, instead of the longest module starting last."""
 

@@ -16,12 +16,13 @@ import httpx
 import pytest
 import redis
 
-from devstack.ansible import PLAYBOOK, play
+from devstack.ansible import PLAYBOOK, play, recap
 from devstack.demo import serve_openai
 from devstack.deploy import NOTHING_LEFT, leftovers, teardown
 from devstack.edge import create_user, id_token
 from devstack.fullstack import AGENT, GPU_INFERENCE, HUB_FILE, HUB_REPO, INFERENCE, FullStack
 from devstack.procs import venv_tool, wait_until
+from devstack.stack import Stack
 from lambdas.package import FUNCTIONS
 from tests.support import PASSWORD
 
@@ -249,11 +250,38 @@ def test_the_demo_ends_with_tl_serve_and_an_openai_call_that_works(whole: FullSt
     assert 'base_url="http://127.0.0.1:' in printed and "/v1" in printed and "the GUI: http://localhost:" in printed
 
 
-def test_teardown_after_the_whole_path_leaves_nothing_of_it(whole: FullStack) -> None:
+def test_teardown_keeps_the_data_unless_told_then_leaves_nothing_and_a_second_run_changes_nothing(
+    whole: FullStack,
+) -> None:
     """Last, as it removes what the others use: the documented teardown, run as the operator under enforced IAM
-    after a deploy from an empty account, a converge and replies, finds nothing of the project left — the weights'
-    copy, the replies and the Redis secrets included."""
-    before = leftovers(whole.stack, strict=True)
-    assert whole.deployment.reply_bucket in before["buckets"] and before["instances"] and before["functions"]
-    teardown(whole.stack, whole.workdir / "teardown.log", delete_data=True, strict=True)
-    assert leftovers(whole.stack, strict=True) == NOTHING_LEFT
+    after a deploy from an empty account, a converge and replies. Told to keep the data, it leaves only the
+    replies bucket, the baked image and its parameter; told to delete it, nothing of the project — the weights'
+    copy, the replies and the Redis secrets included; a second run changes nothing."""
+    stack = whole.stack
+    bucket = whole.deployment.reply_bucket
+    with stack.moto.iam_paused("the test publishes what bake_ami.yml and a Session Manager transfer would leave"):
+        image = stack.ec2().create_image(InstanceId=whole.deployment.instance_id, Name="tl-baked-test")["ImageId"]
+        stack.ec2().create_tags(Resources=[image], Tags=[{"Key": "tl-fif", "Value": "gpu-node"}])
+        stack.ssm().put_parameter(Name="/tl-fif/latest_ami_id", Value=image, Type="String", Overwrite=True)
+        stack.s3().put_object(Bucket=f"tinyllama-data-ssm-{account(stack)}", Key="transfer/x", Body=b"x")
+    before = leftovers(stack, strict=True)
+    assert bucket in before["buckets"] and before["instances"] and before["stacks"] and before["functions"]
+    assert "/tl-fif/redis/router" in before["parameters"] and "/aws/lambda/tl-fif-router" in before["log_groups"]
+
+    kept = teardown(stack, whole.workdir / "teardown-kept.log", delete_data=False, strict=True)
+    assert "Kept: the replies bucket" in kept.stdout
+    after = leftovers(stack, strict=True)
+    assert after["stacks"] == [] and after["functions"] == [] and after["instances"] == []
+    assert after["log_groups"] == []
+    assert after["parameters"] == ["/tl-fif/latest_ami_id"]
+    assert after["buckets"] == [bucket] and after["images"] == [image]  # the data
+
+    teardown(stack, whole.workdir / "teardown.log", delete_data=True, strict=True)
+    assert leftovers(stack, strict=True) == NOTHING_LEFT
+
+    again = teardown(stack, whole.workdir / "teardown-again.log", delete_data=True, strict=True)
+    assert recap(again)["changed"] == 0, again.stdout[-3000:]
+
+
+def account(stack: Stack) -> str:
+    return str(stack.moto.client("sts").get_caller_identity()["Account"])
