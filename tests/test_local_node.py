@@ -22,7 +22,6 @@ from devstack.deploy import NOTHING_LEFT, leftovers, teardown
 from devstack.edge import create_user, id_token
 from devstack.fullstack import AGENT, GPU_INFERENCE, HUB_FILE, HUB_REPO, INFERENCE, FullStack
 from devstack.procs import venv_tool, wait_until
-from devstack.stack import Stack
 from lambdas.package import FUNCTIONS
 from tests.support import PASSWORD
 
@@ -264,7 +263,7 @@ def test_teardown_keeps_the_data_unless_told_then_leaves_nothing_and_a_second_ru
         image = stack.ec2().create_image(InstanceId=whole.deployment.instance_id, Name="tl-baked-test")["ImageId"]
         stack.ec2().create_tags(Resources=[image], Tags=[{"Key": "tl-fif", "Value": "gpu-node"}])
         stack.ssm().put_parameter(Name="/tl-fif/latest_ami_id", Value=image, Type="String", Overwrite=True)
-        stack.s3().put_object(Bucket=f"tinyllama-data-ssm-{account(stack)}", Key="transfer/x", Body=b"x")
+        stack.s3().put_object(Bucket=whole.deployment.outputs["node"]["SsmTransferBucket"], Key="transfer/x", Body=b"x")
     before = leftovers(stack, strict=True)
     assert bucket in before["buckets"] and before["instances"] and before["stacks"] and before["functions"]
     assert "/tl-fif/redis/router" in before["parameters"] and "/aws/lambda/tl-fif-router" in before["log_groups"]
@@ -282,7 +281,3 @@ def test_teardown_keeps_the_data_unless_told_then_leaves_nothing_and_a_second_ru
 
     again = teardown(stack, whole.workdir / "teardown-again.log", delete_data=True, strict=True)
     assert recap(again)["changed"] == 0, again.stdout[-3000:]
-
-
-def account(stack: Stack) -> str:
-    return str(stack.moto.client("sts").get_caller_identity()["Account"])
